@@ -1,0 +1,20 @@
+"""sdekit: stochastic differential equations for generative modelling in PyTorch."""
+
+from .core import (
+    NOISE_TYPES,
+    SDE,
+    SDE_TYPES,
+    BrownianGrid,
+    BrownianPath,
+    ODESolver,
+    SDESolver,
+    odeint,
+    sdeint,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "sdeint", "odeint", "BrownianPath", "BrownianGrid", "SDE", "NOISE_TYPES", "SDE_TYPES",
+    "SDESolver", "ODESolver", "__version__",
+]

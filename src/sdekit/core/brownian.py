@@ -1,0 +1,323 @@
+"""Brownian motion sources.
+
+A Brownian source is any callable ``bm(ta, tb)`` returning the increment ``W(tb) - W(ta)``; sources
+that support strong order 1.5 solvers also accept ``return_U=True`` and then return
+``(W(tb) - W(ta), U)`` with the space-time integral ``U = int_ta^tb (W(s) - W(ta)) ds`` (the torchsde
+convention, so a ``torchsde.BrownianInterval`` works as well).
+
+* :class:`BrownianPath` is queryable on any interval, deterministic in its seed and independent of the
+  order of queries: the path is a dyadic Brownian-bridge tree whose every node draws its noise from a
+  key of its own.
+* :class:`BrownianGrid` holds increments on a fixed time grid, generated in seeded chunks: the fast
+  source for non-adaptive solves.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections import OrderedDict
+
+import torch
+
+from ._noise import normalize_seed, standard_normal
+
+_RSQRT3 = 1.0 / math.sqrt(3.0)
+
+
+def _check_shape(shape) -> tuple[int, ...]:
+    if isinstance(shape, int):
+        shape = (shape,)
+    try:
+        shape = tuple(int(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"shape must be a tuple of ints, got {shape!r}") from None
+    if any(s <= 0 for s in shape):
+        raise ValueError(f"shape must have positive entries, got {shape}")
+    return shape
+
+
+def _float_bits(t: float) -> int:
+    return struct.unpack("<q", struct.pack("<d", t))[0] & 0x7FFFFFFFFFFFFFFF
+
+
+def _split(W, H, left: float, right: float, X1, X2):
+    """Split the increment ``W`` (and normalised space-time area ``H``) of an interval of length
+    ``left + right`` at an interior point, given standard normals ``X1``, ``X2``.
+
+    Returns ``(W_left, H_left, W_right, H_right)`` drawn from the exact law conditional on
+    ``(W, H)``: the ordinary Brownian bridge without ``H``; with ``H`` the bridge for the pair
+    (W, H) of Foster, Lyons & Oberhauser, "An optimal polynomial approximation of Brownian motion"
+    (SIAM J. Numer. Anal. 2020), in the form torchsde uses. ``H`` is normalised so that
+    ``int (W(s) - W(start)) ds = h * (W / 2 + H)`` over an interval of length ``h``.
+    """
+    h = left + right
+    if H is None:
+        W_left = (left / h) * W + math.sqrt(left * right / h) * X1
+        return W_left, None, W - W_left, None
+    v = 0.5 * math.sqrt(left * right / (left**3 + right**3))
+    a = v * left**2 / h
+    b = v * right**2 / h
+    c = v * _RSQRT3
+    third = 2 * (a * left + b * right) / h
+    first_l, first_r = left / h, right / h
+    W_left = first_l * W + (6 * first_l * right / h) * H + third * X1
+    H_left = first_l**2 * H - a * X1 + c * right * X2
+    W_right = first_r * W - (6 * first_r * left / h) * H - third * X1
+    H_right = first_r**2 * H - b * X1 - c * left * X2
+    return W_left, H_left, W_right, H_right
+
+
+class BrownianPath:
+    """A Brownian motion on ``[t0, t1]`` that can be queried on any sub-interval, in any order.
+
+    The path is a binary tree of Brownian bridges over dyadic sub-intervals of ``[t0, t1]``, down to
+    ``depth`` levels; a query point inside a leaf is drawn from the exact bridge conditioned on the
+    leaf, with noise keyed by the point. Every random number is a function of ``(seed, node)``, so
+    values do not depend on the order or repetition of queries, and refining steps or solving an
+    adjoint backwards sees the same path. Increments are differences of ``W(t)``, so
+    ``W(a, c) = W(a, b) + W(b, c)`` up to rounding.
+
+    Arguments:
+        t0, t1: the time interval, ``t0 < t1``.
+        shape: shape of ``W(t)``, e.g. ``(batch, d)`` or ``(batch, C, H, W)``.
+        seed: an int, or one int per entry of ``shape[0]`` (per-sample seeds: sample ``b`` then
+            depends on ``seed[b]`` only, not on the batch it is drawn in). ``None`` draws a seed from
+            torch's global generator.
+        dtype, device: of the returned increments (default: torch's default dtype, CPU). Numbers are
+            generated identically on every device.
+        levy_area: ``None`` or ``"space-time"``; the latter also tracks the space-time Levy area so
+            ``bm(ta, tb, return_U=True)`` works (needed by the strong order 1.5 ``srk`` solver).
+        depth: number of dyadic levels (default 20); queries closer than ``(t1 - t0) / 2**depth``
+            to each other within one leaf are not jointly exact.
+        cache_size: number of tree nodes kept in an LRU cache.
+
+    Example:
+        >>> bm = BrownianPath(0.0, 1.0, (4, 2), seed=0)
+        >>> dW = bm(0.25, 0.5)  # (4, 2), variance 0.25
+    """
+
+    def __init__(
+        self,
+        t0: float,
+        t1: float,
+        shape,
+        *,
+        seed=None,
+        dtype: torch.dtype | None = None,
+        device=None,
+        levy_area: str | None = None,
+        depth: int = 20,
+        cache_size: int = 512,
+    ) -> None:
+        t0, t1 = float(t0), float(t1)
+        if not (math.isfinite(t0) and math.isfinite(t1)) or not t0 < t1:
+            raise ValueError(f"BrownianPath needs finite t0 < t1, got t0={t0}, t1={t1}")
+        if levy_area not in (None, "space-time"):
+            raise ValueError(f"levy_area must be None or 'space-time', got {levy_area!r}")
+        if not isinstance(depth, int) or not 1 <= depth <= 40:
+            raise ValueError(f"depth must be an int in [1, 40], got {depth!r}")
+        self.t0, self.t1 = t0, t1
+        self.shape = _check_shape(shape)
+        self.dtype = dtype or torch.get_default_dtype()
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.levy_area = levy_area
+        self.depth = depth
+        self.seed = normalize_seed(seed, self.shape[0])
+        self._cache: OrderedDict[int, tuple] = OrderedDict()
+        self._cache_size = max(int(cache_size), 2 * depth + 4)
+        T = t1 - t0
+        W = math.sqrt(T) * self._normal(1, 0)
+        H = math.sqrt(T / 12.0) * self._normal(1, 1) if levy_area else None
+        self._root = (W, H)
+
+    def __repr__(self) -> str:
+        return (
+            f"BrownianPath(t0={self.t0}, t1={self.t1}, shape={self.shape}, dtype={self.dtype}, "
+            f"device={self.device}, levy_area={self.levy_area!r}, depth={self.depth})"
+        )
+
+    def _normal(self, node: int, stream: int, extra: int = 0) -> torch.Tensor:
+        key = (node << 3 | stream) if not extra else (node << 3 | stream) ^ (extra * 0x9E3779B1)
+        return standard_normal(self.seed, key, self.shape, self.dtype, self.device)
+
+    def _children(self, node: int, W, H, h: float):
+        cached = self._cache.get(node)
+        if cached is not None:
+            self._cache.move_to_end(node)
+            return cached
+        X1 = self._normal(node, 2)
+        X2 = self._normal(node, 3) if H is not None else None
+        WL, HL, WR, HR = _split(W, H, 0.5 * h, 0.5 * h, X1, X2)
+        out = ((WL, HL), (WR, HR))
+        self._cache[node] = out
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return out
+
+    def _value(self, t: float):
+        """Return ``(W(t) - W(t0), int_t0^t (W(s) - W(t0)) ds)`` (the latter ``None`` without levy area)."""
+        levy = self.levy_area is not None
+        zero = torch.zeros(self.shape, dtype=self.dtype, device=self.device)
+        if t <= self.t0:
+            return zero, (zero if levy else None)
+        T = self.t1 - self.t0
+        W, H = self._root
+        node, start, h = 1, self.t0, T
+        W_acc, I_acc = zero, (zero if levy else None)
+        for level in range(self.depth + 1):
+            if t >= start + h:
+                I_end = I_acc + h * (0.5 * W + H) + h * W_acc if levy else None
+                return W_acc + W, I_end
+            if t == start:
+                return W_acc, I_acc
+            if level == self.depth:
+                break
+            (WL, HL), (WR, HR) = self._children(node, W, H, h)
+            half = 0.5 * h
+            if t <= start + half:
+                node, W, H = 2 * node, WL, HL
+            else:
+                if levy:
+                    I_acc = I_acc + half * (0.5 * WL + HL) + half * W_acc
+                W_acc = W_acc + WL
+                node, W, H, start = 2 * node + 1, WR, HR, start + half
+            h = 0.5 * h
+        # Inside a leaf: an exact bridge draw at t, keyed by the point.
+        left = t - start
+        right = h - left
+        bits = _float_bits(t)
+        X1 = self._normal(node, 4, bits)
+        X2 = self._normal(node, 5, bits) if levy else None
+        W_left, H_left, _, _ = _split(W, H, left, right, X1, X2)
+        I_out = I_acc + left * (0.5 * W_left + H_left) + left * W_acc if levy else None
+        return W_acc + W_left, I_out
+
+    def __call__(self, ta, tb=None, return_U: bool = False):
+        """Increment ``W(tb) - W(ta)``; with ``return_U=True`` also ``int_ta^tb (W(s) - W(ta)) ds``.
+
+        ``bm(t)`` alone returns ``W(t) - W(t0)``.
+        """
+        if tb is None:
+            ta, tb = self.t0, ta
+        ta, tb = float(ta), float(tb)
+        lo, hi = min(ta, tb), max(ta, tb)
+        if lo < self.t0 - 1e-12 * (self.t1 - self.t0) or hi > self.t1 + 1e-12 * (self.t1 - self.t0):
+            raise ValueError(
+                f"BrownianPath on [{self.t0}, {self.t1}] was queried on [{lo}, {hi}]; "
+                "queries must lie inside the interval the path was built for"
+            )
+        if return_U and self.levy_area is None:
+            raise ValueError(
+                "return_U=True needs the space-time Levy area: build the path with levy_area='space-time'"
+            )
+        Wa, Ia = self._value(ta)
+        Wb, Ib = self._value(tb)
+        dW = Wb - Wa
+        if not return_U:
+            return dW
+        if ta > tb:
+            raise ValueError(f"return_U=True needs ta <= tb, got ta={ta}, tb={tb}")
+        return dW, Ib - Ia - (tb - ta) * Wa
+
+
+class BrownianGrid:
+    """Brownian increments on a fixed time grid, the fast source for non-adaptive solves.
+
+    Increments are generated in chunks of consecutive steps, each chunk from a key of its own, so any
+    step can be regenerated on demand and memory stays bounded however many steps there are.
+
+    Arguments:
+        times: the grid, a strictly monotone 1-D sequence or tensor of at least two times.
+        shape: shape of one increment, e.g. ``(batch, d)``.
+        seed: an int or one int per entry of ``shape[0]`` (per-sample seeds); ``None`` draws one from
+            torch's global generator.
+        dtype, device: of the increments.
+        levy_area: ``None`` or ``"space-time"`` (then ``bm(ta, tb, return_U=True)`` works for
+            single grid steps).
+    """
+
+    def __init__(self, times, shape, *, seed=None, dtype=None, device=None, levy_area=None) -> None:
+        times = torch.as_tensor(times, dtype=torch.float64).detach().cpu().flatten()
+        if times.numel() < 2:
+            raise ValueError(f"times must hold at least two grid points, got {times.numel()}")
+        steps = times[1:] - times[:-1]
+        if not (bool((steps > 0).all()) or bool((steps < 0).all())):
+            raise ValueError("times must be strictly monotone")
+        if levy_area not in (None, "space-time"):
+            raise ValueError(f"levy_area must be None or 'space-time', got {levy_area!r}")
+        self.shape = _check_shape(shape)
+        self.dtype = dtype or torch.get_default_dtype()
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.levy_area = levy_area
+        self.seed = normalize_seed(seed, self.shape[0])
+        self.times = times
+        self._grid = times.tolist()
+        self._index = {t: i for i, t in enumerate(self._grid)}
+        self._abs_steps = steps.abs()
+        numel = math.prod(self.shape)
+        self.chunk = int(max(1, min(256, (1 << 22) // max(numel, 1))))
+        self._chunk_id = -1
+        self._W = self._U = None
+
+    def __len__(self) -> int:
+        return len(self._grid) - 1
+
+    def _load(self, chunk_id: int) -> None:
+        lo = chunk_id * self.chunk
+        hi = min(lo + self.chunk, len(self))
+        n = hi - lo
+        scale = self._abs_steps[lo:hi].to(self.dtype).to(self.device).reshape(n, *([1] * len(self.shape)))
+        W = self._draw(2 * chunk_id, n) * scale.sqrt()
+        self._W = W.unbind(0)
+        if self.levy_area:
+            H = self._draw(2 * chunk_id + 1, n) * (scale / 12.0).sqrt()
+            self._U = (scale * (0.5 * W + H)).unbind(0)
+        self._chunk_id = chunk_id
+
+    def _draw(self, key: int, n: int) -> torch.Tensor:
+        if isinstance(self.seed, int):
+            return standard_normal(self.seed, key, (n, *self.shape), self.dtype, self.device)
+        z = standard_normal(self.seed, key, (self.shape[0], n, *self.shape[1:]), self.dtype, self.device)
+        return z.movedim(1, 0)
+
+    def increment(self, k: int, return_U: bool = False):
+        """The increment over grid step ``k`` (from ``times[k]`` to ``times[k + 1]``)."""
+        chunk_id = k // self.chunk
+        if chunk_id != self._chunk_id:
+            self._load(chunk_id)
+        j = k - chunk_id * self.chunk
+        if return_U:
+            if self._U is None:
+                raise ValueError("return_U=True needs levy_area='space-time' on the BrownianGrid")
+            return self._W[j], self._U[j]
+        return self._W[j]
+
+    def _locate(self, t, name: str) -> int:
+        t = float(t)
+        i = self._index.get(t)
+        if i is None:
+            tol = 1e-9 * float(self._abs_steps.max())
+            j = int(torch.argmin((self.times - t).abs()))
+            if abs(self._grid[j] - t) > tol:
+                raise ValueError(
+                    f"BrownianGrid can only be queried at its grid times; {name}={t} is not one "
+                    f"(grid from {self._grid[0]} to {self._grid[-1]} with {len(self)} steps). "
+                    "Use BrownianPath for arbitrary query times"
+                )
+            i = j
+        return i
+
+    def __call__(self, ta, tb, return_U: bool = False):
+        i, j = self._locate(ta, "ta"), self._locate(tb, "tb")
+        if return_U:
+            if j != i + 1:
+                raise ValueError("return_U=True is available for single grid steps only")
+            return self.increment(i, return_U=True)
+        if i == j:
+            return torch.zeros(self.shape, dtype=self.dtype, device=self.device)
+        lo, hi = min(i, j), max(i, j)
+        total = self.increment(lo)
+        for k in range(lo + 1, hi):
+            total = total + self.increment(k)
+        return total if j > i else -total
