@@ -493,7 +493,10 @@ def _solve_ode(func, solver, y0, ts_list, *, rtol, atol, dt, dt_min, progress, m
         dt = _initial_step(func, t0, y0, f0, solver.order, rtol, atol, span)
     fsal = getattr(solver, "tableau", None) is not None and solver.tableau.fsal
     state0 = f0 if fsal else ()
-    return _adaptive_loop(solver.step, y0, state0, ts_list, t_of, h0=min(dt, span), rtol=rtol, atol=atol,
+    def step_with_error(ta, tb, y, state):
+        return solver.step(func, ta, tb, y, state)
+
+    return _adaptive_loop(step_with_error, y0, state0, ts_list, t_of, h0=min(dt, span), rtol=rtol, atol=atol,
                           dt_min=dt_min if dt_min is not None else 1e-12 * span,
                           error_order=solver.error_order, max_steps=max_steps, name=name, progress=progress)
 

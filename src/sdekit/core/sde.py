@@ -191,6 +191,8 @@ class Problem:
         with torch.enable_grad():
             y_ = y if y.requires_grad else y.detach().requires_grad_(True)
             g = self.g(t, y_)
+            if not g.requires_grad:  # g does not depend on y (or on anything differentiable)
+                return self.prod(g, v1), torch.zeros_like(y)
             if self.noise_type == "diagonal":
                 (dg,) = torch.autograd.grad(g, y_, g * v2, create_graph=requires_grad, allow_unused=True)
                 return g * v1, (torch.zeros_like(y) if dg is None else dg)
