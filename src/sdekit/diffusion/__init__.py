@@ -1,0 +1,83 @@
+"""The diffusion layer: schedules, the denoiser contract and its adapters, exact oracles, losses,
+time grids and samplers (see ``docs/architecture.md``)."""
+
+from ._utils import as_time, batch_time, broadcast_like
+from .losses import (
+    TIME_SAMPLINGS,
+    WEIGHTINGS,
+    DenoisingScoreMatching,
+    EDMWeighting,
+    FlowMatchingLoss,
+    LikelihoodWeighting,
+    LogNormalSampling,
+    MinSNRWeighting,
+    ScoreWeighting,
+    SNRWeighting,
+    TimeSampling,
+    UniformTimeSampling,
+    VWeighting,
+    Weighting,
+    X0Weighting,
+)
+from .oracles import EmpiricalData, GaussianMixture
+from .prediction import (
+    PREDICTIONS,
+    Denoiser,
+    EDMPrediction,
+    EpsPrediction,
+    KarrasPrediction,
+    Prediction,
+    ScorePrediction,
+    VelocityPrediction,
+    VPrediction,
+    X0Prediction,
+    as_denoiser,
+    convert,
+    eps_from_score,
+    eps_from_x0,
+    get_prediction,
+    score_from_eps,
+    score_from_x0,
+    v_from_x0,
+    velocity_from_x0,
+    x0_from_eps,
+    x0_from_score,
+    x0_from_v,
+    x0_from_velocity,
+)
+from .samplers import (
+    DDIM,
+    PFODE,
+    SAMPLERS,
+    EulerMaruyama,
+    SampleInfo,
+    Sampler,
+    SamplerContext,
+    get_sampler,
+    sample,
+)
+from .schedules import EDM, VE, VP, CosineVP, DiscreteVP, LinearFlow, Schedule, SubVP
+from .sde import ForwardSDE, ProbabilityFlowODE, ReverseSDE
+from .timesteps import TIME_GRIDS, Karras, TimeGrid, TimeTensor, UniformLogSNR, UniformTime, get_time_grid
+
+__all__ = [
+    # schedules
+    "Schedule", "VP", "CosineVP", "DiscreteVP", "SubVP", "VE", "EDM", "LinearFlow",
+    "ForwardSDE", "ReverseSDE", "ProbabilityFlowODE", "as_time", "batch_time", "broadcast_like",
+    # predictions and the denoiser contract
+    "Prediction", "X0Prediction", "EpsPrediction", "VPrediction", "ScorePrediction", "VelocityPrediction",
+    "KarrasPrediction", "EDMPrediction", "PREDICTIONS", "get_prediction", "Denoiser", "as_denoiser",
+    "convert",
+    "x0_from_eps", "eps_from_x0", "x0_from_score", "score_from_x0", "x0_from_v", "v_from_x0",
+    "x0_from_velocity", "velocity_from_x0", "eps_from_score", "score_from_eps",
+    # oracles
+    "GaussianMixture", "EmpiricalData",
+    # losses
+    "DenoisingScoreMatching", "FlowMatchingLoss", "Weighting", "X0Weighting", "SNRWeighting", "VWeighting",
+    "ScoreWeighting", "LikelihoodWeighting", "EDMWeighting", "MinSNRWeighting", "WEIGHTINGS", "TimeSampling",
+    "UniformTimeSampling", "LogNormalSampling", "TIME_SAMPLINGS",
+    # time grids and samplers
+    "TimeGrid", "UniformTime", "UniformLogSNR", "Karras", "TimeTensor", "TIME_GRIDS", "get_time_grid",
+    "sample", "Sampler", "SamplerContext", "SampleInfo", "DDIM", "EulerMaruyama", "PFODE", "SAMPLERS",
+    "get_sampler",
+]

@@ -1,0 +1,95 @@
+"""Small shared helpers of the diffusion layer: time arguments, broadcasting and argument checks."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+__all__ = ["as_time", "broadcast_like", "batch_time"]
+
+
+def as_time(t, name: str = "t") -> torch.Tensor:
+    """Turn a time argument into a tensor: a Python number becomes a 0-d float64 tensor; a tensor
+    must be 0-d or 1-d ``(batch,)`` and floating point (integer tensors are converted to float64).
+
+    Raises:
+        TypeError / ValueError naming ``name`` for anything else.
+    """
+    if isinstance(t, torch.Tensor):
+        if t.dim() > 1:
+            raise ValueError(f"{name} must be a float, a 0-d tensor or a (batch,) tensor; got shape "
+                             f"{tuple(t.shape)}")
+        if not t.is_floating_point():
+            if t.is_complex() or t.dtype == torch.bool:
+                raise TypeError(f"{name} must be a real time, got a tensor of dtype {t.dtype}")
+            t = t.to(torch.float64)
+        return t
+    if isinstance(t, bool) or not isinstance(t, numbers.Real):
+        raise TypeError(f"{name} must be a float, a 0-d tensor or a (batch,) tensor; got {type(t).__name__}")
+    return torch.tensor(float(t), dtype=torch.float64)
+
+
+def broadcast_like(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Reshape a coefficient against a state ``x: (batch, *event)`` and cast it to ``x``'s dtype
+    and device.
+
+    Arguments:
+        c: a 0-d tensor (one value for every sample) or a ``(batch,)`` tensor (one per sample).
+        x: the state, ``(batch, *event)``.
+
+    Returns:
+        ``c`` as a 0-d tensor or with shape ``(batch, 1, ..., 1)`` (``x.dim()`` dims).
+
+    Raises:
+        ValueError when ``c`` is neither 0-d nor ``(x.shape[0],)``.
+    """
+    c = torch.as_tensor(c)
+    if c.dim() == 0:
+        return c.to(dtype=x.dtype, device=x.device)
+    if c.dim() != 1 or x.dim() == 0 or c.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"a per-sample coefficient must have shape (batch,) = ({x.shape[0] if x.dim() else '?'},) to "
+            f"broadcast against x of shape {tuple(x.shape)}; got shape {tuple(c.shape)}"
+        )
+    return c.to(dtype=x.dtype, device=x.device).reshape(c.shape[0], *([1] * (x.dim() - 1)))
+
+
+def batch_time(t, x: torch.Tensor, name: str = "t") -> torch.Tensor:
+    """The time as a ``(batch,)`` tensor of ``x``'s dtype and device (what a network receives)."""
+    t = as_time(t, name)
+    batch = x.shape[0]
+    if t.dim() == 0:
+        return t.to(dtype=x.dtype, device=x.device).expand(batch).clone()
+    if t.shape[0] != batch:
+        raise ValueError(f"{name} has {t.shape[0]} per-sample times but x has batch size {batch} (shape "
+                         f"{tuple(x.shape)})")
+    return t.to(dtype=x.dtype, device=x.device)
+
+
+def check_real(name: str, value, *, positive: bool = False, nonnegative: bool = False) -> float:
+    """A finite real number (optionally > 0 or >= 0), or a TypeError / ValueError naming ``name``."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and not value > 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    if nonnegative and not value >= 0:
+        raise ValueError(f"{name} must be non-negative, got {value}")
+    return value
+
+
+def check_tensor(name: str, x, *, min_dim: int = 1) -> torch.Tensor:
+    """A floating-point tensor with at least ``min_dim`` dimensions, or a TypeError / ValueError."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.dim() < min_dim:
+        raise ValueError(f"{name} must have at least {min_dim} dimension(s), got shape {tuple(x.shape)}")
+    return x

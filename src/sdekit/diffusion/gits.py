@@ -1,0 +1,268 @@
+r"""GITS: a time grid fitted to a model by dynamic programming over teacher trajectories.
+
+Chen, Zhou, Ye, Hu, Guo, Lin & Wu 2024, "On the trajectory regularity of ODE-based diffusion
+sampling" (ICML; "geometry-inspired time scheduling"). Probability-flow ODE trajectories of one
+model look alike whatever their start, so a grid that suits a few hundred warm-up trajectories
+suits them all:
+
+1. a *teacher* sampler solves the ODE for ``warmup`` initial states on a fine grid
+   ``t_0 > ... > t_M`` (Karras ``rho = 7``, ``M = 60``), giving reference points ``x_i``;
+2. the cost of a coarse step from fine point ``i`` to ``j > i`` is the mean distance between one
+   *student* step from ``(x_i, t_i)`` to ``t_j`` and the teacher point ``x_j``:
+
+   .. math:: c_{ij} = \frac1B \sum_b \big\| \mathrm{step}(x_i^{(b)}, t_i \to t_j) - x_j^{(b)} \big\|_2;
+
+3. dynamic programming picks the ``K``-step path ``0 = p_0 < p_1 < ... < p_K = M`` of least
+   weighted cost ``sum_m coeff^m c[p_m, p_{m+1}]``. The weight ``coeff = 1.15`` per level is the one of
+   the official implementation: errors made late in sampling (near the data) count a little more.
+
+The student is any deterministic :class:`~sdekit.diffusion.Sampler`; the paper's cost uses the
+first-order step (Euler in ``sigma`` for VE, i.e. :class:`~sdekit.diffusion.DDIM`), and the grid it
+gives then serves any sampler (multistep ones included: iPNDM, DPM-Solver++, UniPC). A student's
+jump is one step with a fresh state (``init`` then ``step`` with ``k = 0``), so multistep students
+contribute their starting (lower-order) step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._utils import check_real, check_tensor
+from .prediction import as_denoiser
+from .samplers import PFODE, DDIM, Sampler, SamplerContext, get_sampler, sample
+from .schedules import Schedule
+from .timesteps import Karras, TimeTensor, _check_decreasing
+
+__all__ = ["GITS", "gits_path"]
+
+
+class _Cached:
+    """A denoiser that remembers its last call (a student's first evaluation at ``(x_i, t_i)`` is the
+    same for every target ``j``) and counts the model calls it makes."""
+
+    def __init__(self, denoiser) -> None:
+        self.denoiser = denoiser
+        self.calls = 0
+        self._key = None
+        self._value = None
+
+    def __call__(self, x, t):
+        key = (x, float(t) if not isinstance(t, torch.Tensor) or t.dim() == 0 else None)
+        if self._key is not None and key[1] is not None and x is self._key[0] and key[1] == self._key[1]:
+            return self._value
+        value = self.denoiser(x, t)
+        self.calls += 1
+        self._key, self._value = key, value
+        return value
+
+
+def gits_path(cost: torch.Tensor, steps: int, coeff: float = 1.15) -> tuple[list[int], float]:
+    r"""The ``steps``-step path through a fine grid of least weighted cost.
+
+    Minimises ``sum_{m=0}^{K-1} coeff^m cost[p_m, p_{m+1}]`` over ``0 = p_0 < p_1 < ... < p_K = M``
+    by dynamic programming on ``V_k(i) = min_{i<j<M} cost[i, j] + coeff V_{k-1}(j)``,
+    ``V_1(i) = cost[i, M]`` (O(K M^2)).
+
+    Arguments:
+        cost: ``(M + 1, M + 1)``; only entries ``cost[i, j]`` with ``j > i`` are read.
+        steps: ``K``, ``1 <= K <= M``.
+        coeff: weight per level (> 0).
+
+    Returns:
+        ``(path, value)``: the ``K + 1`` fine-grid indices and the weighted cost of the path.
+    """
+    if not isinstance(cost, torch.Tensor) or cost.dim() != 2 or cost.shape[0] != cost.shape[1]:
+        raise ValueError(f"cost must be a square (M + 1, M + 1) tensor, got {getattr(cost, 'shape', cost)!r}")
+    m = cost.shape[0] - 1
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= m:
+        raise ValueError(f"steps must be an int in [1, {m}] (the fine grid has {m} steps), got {steps!r}")
+    coeff = check_real("coeff", coeff, positive=True)
+    c = cost.detach().to("cpu", torch.float64).clone()
+    upper = torch.ones(m + 1, m + 1, dtype=torch.bool).triu(1)
+    c[~upper] = math.inf
+    # value[k][i]: least weighted cost from fine point i to M in exactly k steps; choice[k][i]: next point.
+    value = [None, c[:, m].clone()]
+    choice = [None, torch.full((m + 1,), m, dtype=torch.long)]
+    inner = c.clone()
+    inner[:, m] = math.inf                       # intermediate points never reach M early
+    for k in range(2, steps + 1):
+        total = inner + coeff * value[k - 1][None, :]
+        best, arg = total.min(dim=1)
+        value.append(best)
+        choice.append(arg)
+    path, i = [0], 0
+    for k in range(steps, 0, -1):
+        i = int(choice[k][i])
+        path.append(i)
+    total = float(value[steps][0])
+    if not math.isfinite(total):
+        raise ValueError(f"no finite {steps}-step path through the cost matrix (non-finite costs?)")
+    return path, total
+
+
+class GITS(TimeTensor):
+    r"""A time grid fitted by GITS (Chen et al. 2024, see the module docstring); build it with
+    :meth:`fit` and pass it as ``timesteps=`` to :func:`~sdekit.diffusion.sample` with any sampler.
+
+    The grid keeps its times and their log-SNR values: with the schedule it was fitted on it returns
+    the fitted times; with another schedule it returns the times of equal log-SNR (the
+    probability-flow ODE of ``x / alpha`` in ``sigma / alpha`` is the same for every schedule), which
+    must lie in that schedule's interval.
+
+    Attributes:
+        schedule: the schedule it was fitted on.
+        indices: the chosen points of the fine grid, ``K + 1`` ints.
+        fine_times: the fine grid, float64 ``(M + 1,)``.
+        cost: the cost matrix ``c_ij``, float64 ``(M + 1, M + 1)`` (``inf`` for ``j <= i``).
+        path_cost: the weighted cost of the chosen path.
+        fit_nfe: model calls the fit made (teacher and student).
+        teacher, student: the samplers used.
+    """
+
+    def __init__(self, times, *, schedule: Schedule | None = None, indices=None, fine_times=None, cost=None,
+                 path_cost: float | None = None, fit_nfe: int | None = None, teacher=None, student=None,
+                 coeff: float | None = None) -> None:
+        super().__init__(times)
+        self.schedule = schedule
+        self.indices = list(indices) if indices is not None else None
+        self.fine_times = fine_times
+        self.cost = cost
+        self.path_cost = path_cost
+        self.fit_nfe = fit_nfe
+        self.teacher, self.student, self.coeff = teacher, student, coeff
+        self._log_snr = schedule.log_snr(self._times).to(torch.float64) if schedule is not None else None
+
+    @property
+    def steps(self) -> int:
+        """Number of grid steps ``K``."""
+        return self._times.numel() - 1
+
+    @classmethod
+    def fit(cls, model, schedule: Schedule, nfe: int, *, shape=None, x_T: torch.Tensor | None = None,
+            teacher=None, student=None, fine_steps: int = 60, warmup: int = 256, rho: float = 7.0,
+            coeff: float = 1.15, generator: torch.Generator | None = None, prediction="eps",
+            model_kwargs: dict | None = None, time_input=None, t_start: float | None = None,
+            t_end: float | None = None, batch_size: int | None = None, dtype: torch.dtype | None = None,
+            device=None) -> GITS:
+        r"""Fit a grid of ``K`` steps for a budget of ``nfe`` model calls of ``student``.
+
+        Arguments:
+            model: a network ``model(x, t)`` whose output ``prediction`` names, or a
+                :class:`~sdekit.diffusion.Denoiser` (e.g. an oracle's ``as_denoiser(schedule)``).
+            schedule: the :class:`~sdekit.diffusion.Schedule`.
+            nfe: the budget; ``K`` is the largest number of steps with ``student.nfe(K) <= nfe``
+                (``K = nfe`` for one-call samplers).
+            shape: the event shape of a sample (e.g. ``(2,)`` or ``(3, 32, 32)``); warm-up states are
+                ``schedule.prior_sample((warmup, *shape), generator)``. Or give ``x_T``.
+            x_T: the warm-up initial states ``(warmup, *event)`` at ``t_start`` (overrides ``shape``,
+                ``warmup``, ``dtype`` and ``device``).
+            teacher: a deterministic sampler (name or object) run on the fine grid; default
+                ``PFODE("rk4")`` (4 model calls per fine step).
+            student: a deterministic sampler whose one-step jumps are scored; default
+                ``DDIM()`` (the first-order step of the paper's cost).
+            fine_steps: steps of the fine grid ``M`` (default 60, i.e. 61 points), ``M >= K``.
+            warmup: number of warm-up trajectories (default 256).
+            rho: exponent of the fine Karras grid (default 7).
+            coeff: cost weight per level (default 1.15, as the official code).
+            generator: seeds the warm-up states.
+            prediction, model_kwargs, time_input: as for :func:`~sdekit.diffusion.sample`.
+            t_start, t_end: ends of the grid (default ``schedule.t_max``, ``schedule.t_min``).
+            batch_size: warm-up trajectories per teacher run (default: all at once); costs are
+                accumulated over batches, so memory is ``(M + 1) * batch_size`` states.
+            dtype, device: of the drawn warm-up states (default: torch's default dtype, CPU).
+
+        Returns:
+            the fitted :class:`GITS` grid (its attributes hold the cost matrix and the path).
+
+        Raises:
+            TypeError / ValueError for a wrong schedule, budget, sampler (stochastic samplers and
+            samplers with a varying number of calls per step cannot be scored), shape or grid size.
+        """
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a sdekit.diffusion.Schedule, got {type(schedule).__name__}")
+        if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
+            raise ValueError(f"nfe must be a positive int, got {nfe!r}")
+        student = DDIM() if student is None else get_sampler(student)
+        teacher = PFODE("rk4") if teacher is None else get_sampler(teacher)
+        for role, s in (("student", student), ("teacher", teacher)):
+            if s.stochastic:
+                raise ValueError(f"the GITS {role} must be a deterministic (ODE) sampler, got {s!r}")
+        if student.nfe_per_step is None:
+            raise ValueError(f"the GITS student must make a fixed number of model calls per step, got {student!r}")
+        if isinstance(fine_steps, bool) or not isinstance(fine_steps, int) or fine_steps < 1:
+            raise ValueError(f"fine_steps must be a positive int, got {fine_steps!r}")
+        steps = 0
+        while steps < fine_steps and student.nfe(steps + 1) <= nfe:
+            steps += 1
+        if steps == 0:
+            raise ValueError(f"nfe={nfe} is less than one step of {student!r} ({student.nfe(1)} model calls)")
+        if student.nfe(steps + 1) <= nfe:
+            raise ValueError(f"nfe={nfe} allows more steps than fine_steps={fine_steps}; raise fine_steps")
+        coeff = check_real("coeff", coeff, positive=True)
+        if x_T is None:
+            if shape is None:
+                raise ValueError("give the event shape (shape=(d,) or (C, H, W)) or the warm-up states x_T")
+            if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
+                raise ValueError(f"warmup must be a positive int, got {warmup!r}")
+            shape = (shape,) if isinstance(shape, int) else tuple(shape)
+            x_T = schedule.prior_sample((warmup, *shape), generator, dtype=dtype, device=device)
+        else:
+            check_tensor("x_T", x_T, min_dim=1)
+        n = x_T.shape[0]
+        if batch_size is None:
+            batch_size = n
+        elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+        fine = Karras(rho).times(schedule, fine_steps, t_start=t_start, t_end=t_end)
+        times = fine.tolist()
+        m = fine_steps
+        denoiser = _Cached(as_denoiser(model, schedule, prediction, model_kwargs=model_kwargs,
+                                       time_input=time_input))
+        cost = torch.zeros(m + 1, m + 1, dtype=torch.float64)
+        teacher_nfe = 0
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                xb = x_T[start:start + batch_size]
+                _, info = sample(denoiser.denoiser, schedule, xb, solver=teacher, timesteps=fine,
+                                 return_trajectory=True)
+                teacher_nfe += info.nfe
+                traj = info.trajectory
+                for i in range(m):
+                    x_i = traj[i]
+                    for j in range(i + 1, m + 1):
+                        ctx = SamplerContext(denoiser=denoiser, schedule=schedule, times=[times[i], times[j]])
+                        x_ij, _ = student.step(ctx, 0, times[i], times[j], x_i, student.init(ctx, x_i))
+                        dist = (x_ij - traj[j]).reshape(x_i.shape[0], -1).to(torch.float64).norm(dim=1)
+                        cost[i, j] += dist.sum().cpu()
+        cost /= n
+        cost[~torch.ones(m + 1, m + 1, dtype=torch.bool).triu(1)] = math.inf
+        path, value = gits_path(cost, steps, coeff)
+        return cls(fine[path], schedule=schedule, indices=path, fine_times=fine, cost=cost, path_cost=value,
+                   fit_nfe=teacher_nfe + denoiser.calls, teacher=teacher, student=student, coeff=coeff)
+
+    def times(self, schedule, steps=None, *, t_start=None, t_end=None):
+        """The fitted times (``steps`` must be ``None`` or ``K``); for another schedule than the one
+        fitted on, the times of equal log-SNR."""
+        if steps is not None and steps != self.steps:
+            raise ValueError(f"steps={steps} does not match the {self.steps} steps of this GITS grid; pass "
+                             "steps=None or fit a grid for another budget")
+        if t_start is not None or t_end is not None:
+            raise ValueError("t_start / t_end do not apply to a fitted grid; pass them to GITS.fit")
+        if self.schedule is None or schedule is self.schedule:
+            return self._times.clone()
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a sdekit.diffusion.Schedule, got {type(schedule).__name__}")
+        ts = schedule.t_of_log_snr(self._log_snr).to(torch.float64)
+        span = schedule.t_max - schedule.t_min
+        lo, hi = float(ts.min()), float(ts.max())
+        if lo < schedule.t_min - 1e-9 * span or hi > schedule.t_max + 1e-9 * span:
+            raise ValueError(f"this GITS grid (fitted on {self.schedule!r}) maps to t in [{lo:.6g}, {hi:.6g}] on "
+                             f"{schedule!r}, outside its interval [{schedule.t_min}, {schedule.t_max}]; "
+                             "fit the grid on this schedule")
+        return _check_decreasing(ts.clamp(schedule.t_min, schedule.t_max), "timesteps")
+
+    def __repr__(self) -> str:
+        ts = ", ".join(f"{t:.4g}" for t in self._times.tolist())
+        return f"GITS(steps={self.steps}, times=[{ts}])"

@@ -1,0 +1,130 @@
+"""``sample``: resolve the sampler, the grid, the denoiser and the noise, then run the core loop."""
+
+from __future__ import annotations
+
+import torch
+
+from ...core.brownian import BrownianGrid
+from ...core.integrate import _fixed_loop
+from .._utils import check_tensor
+from ..prediction import as_denoiser
+from ..schedules import Schedule
+from ..timesteps import resolve_timesteps
+from .base import SampleInfo, SamplerContext
+from .registry import get_sampler
+
+__all__ = ["sample"]
+
+
+class _Counted:
+    """Counts calls of a denoiser (each is one model evaluation)."""
+
+    def __init__(self, denoiser) -> None:
+        self.denoiser = denoiser
+        self.calls = 0
+
+    def __call__(self, x, t):
+        self.calls += 1
+        return self.denoiser(x, t)
+
+
+def _noise_source(bm, generator, times: torch.Tensor, x: torch.Tensor):
+    if bm is None:
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        device = generator.device if generator is not None else "cpu"
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device).item())
+        grid = BrownianGrid(times, tuple(x.shape), seed=seed, dtype=x.dtype, device=x.device)
+        return lambda k, t0, t1: grid.increment(k)
+    if not callable(bm):
+        raise TypeError(f"bm must be a Brownian source bm(ta, tb) (e.g. sdekit.BrownianPath), got "
+                        f"{type(bm).__name__}")
+    checked = []
+
+    def noise(k, t0, t1):
+        dw = bm(t0, t1)
+        if not checked:
+            if not isinstance(dw, torch.Tensor) or dw.shape != x.shape:
+                got = tuple(dw.shape) if isinstance(dw, torch.Tensor) else type(dw).__name__
+                raise ValueError(f"bm(ta, tb) must return increments of the shape of x_T, "
+                                 f"{tuple(x.shape)}; got {got}")
+            checked.append(True)
+        return dw.to(dtype=x.dtype, device=x.device)
+
+    return noise
+
+
+def sample(model, schedule: Schedule, x_T: torch.Tensor, *, solver="ddim", steps: int | None = None,
+           timesteps=None, prediction="eps", denoise_final: bool = False,
+           generator: torch.Generator | None = None, bm=None, progress: bool = False,
+           model_kwargs: dict | None = None, time_input=None, return_info: bool = False,
+           return_trajectory: bool = False):
+    r"""Run a sampler from ``x_T`` at the first grid time down to the last one.
+
+    Arguments:
+        model: a network called as ``model(x, t, **model_kwargs)`` with ``t: (batch,)``, whose output
+            ``prediction`` names; or a :class:`~sdekit.diffusion.Denoiser` (e.g. an oracle's
+            ``as_denoiser(schedule)``), used as is (``prediction`` then does not apply).
+        schedule: the :class:`~sdekit.diffusion.Schedule`.
+        x_T: the initial state ``(batch, *event)`` at the first grid time (e.g.
+            ``schedule.prior_sample(shape)``).
+        solver: a sampler name (``"ddim"``, ``"euler-maruyama"``, ``"ode"``) or a
+            :class:`~sdekit.diffusion.Sampler` object (``DDIM(eta=1)``, ``PFODE(method="rk4")``, ...).
+        steps: number of grid steps; may be omitted with an explicit tensor of ``timesteps`` and for
+            adaptive ODE solvers (then one interval ``[t_max, t_min]``).
+        timesteps: a grid name (``"uniform"``, ``"logsnr"``, ``"karras"``), a
+            :class:`~sdekit.diffusion.TimeGrid` or a strictly decreasing tensor of times; ``None``:
+            the schedule's default grid.
+        prediction: what ``model`` predicts (``"eps"``, ``"x0"``, ``"v"``, ``"score"``,
+            ``"velocity"``, ``"karras"``, ``"edm"`` or a Prediction object).
+        denoise_final: return ``D(x, t_last)`` (one extra model call) instead of the state at the last
+            grid time.
+        generator: seeds the sampler noise (not ``x_T``) when ``bm`` is ``None``.
+        bm: a Brownian source ``bm(ta, tb)`` on an interval holding the grid (e.g.
+            ``BrownianPath(t_min, t_max, x_T.shape, seed=...)``; per-sample seeds make every sample
+            independent of its batch). Deterministic samplers ignore it.
+        progress: show a progress bar.
+        model_kwargs: keyword arguments for every model call (a dict; never ``**kwargs``).
+        time_input: optional map of the time before it reaches the network (e.g.
+            ``DiscreteVP.timestep``).
+        return_info: also return a :class:`~sdekit.diffusion.SampleInfo` (``nfe``, grid, solver).
+        return_trajectory: store the states at all grid times in ``info.trajectory`` (implies
+            ``return_info``).
+
+    Returns:
+        ``x`` of the shape and dtype of ``x_T``, or ``(x, info)``.
+
+    Raises:
+        TypeError / ValueError at the boundary for a wrong schedule, state, solver, grid, prediction or
+        Brownian source; FloatingPointError naming the step when the state becomes non-finite.
+
+    No gradient mode is forced: wrap the call in ``torch.no_grad()`` unless you differentiate through it.
+    """
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a sdekit.diffusion.Schedule, got {type(schedule).__name__}")
+    check_tensor("x_T", x_T, min_dim=1)
+    sampler = get_sampler(solver)
+    if steps is None and timesteps is None and sampler.nfe_per_step is None:
+        steps = 1
+    times = resolve_timesteps(timesteps, schedule, steps)
+    denoiser = _Counted(as_denoiser(model, schedule, prediction, model_kwargs=model_kwargs,
+                                    time_input=time_input))
+    noise = _noise_source(bm, generator, times, x_T) if sampler.stochastic else None
+    grid = times.tolist()
+    ctx = SamplerContext(denoiser=denoiser, schedule=schedule, times=grid, noise=noise)
+    n = len(grid) - 1
+    saves = list(range(n + 1)) if return_trajectory else [0, n]
+
+    def step(k, t0, t1, x, state):
+        return sampler.step(ctx, k, t0, t1, x, state)
+
+    states = _fixed_loop(step, x_T, sampler.init(ctx, x_T), grid, saves, lambda values: values,
+                         f"sample[{sampler.name}]", progress)
+    x = states[-1]
+    if denoise_final:
+        x = denoiser(x, grid[-1])
+    if not (return_info or return_trajectory):
+        return x
+    info = SampleInfo(nfe=denoiser.calls, timesteps=times, solver=sampler,
+                      trajectory=torch.stack(states) if return_trajectory else None)
+    return x, info

@@ -1,0 +1,114 @@
+"""The sampler interface: a stepper on a decreasing time grid, driven by the core's one time loop.
+
+A sampler implements ``init(ctx, x)`` and ``step(ctx, k, t0, t1, x, state) -> (x1, state)`` for one
+grid step from ``t0`` down to ``t1 < t0`` (``k`` is the step index into ``ctx.times``, so multistep
+methods can lower their order at the ends), and declares
+
+* ``order``: the convergence order of the method (global order for ODE samplers, weak order for
+  stochastic ones);
+* ``nfe_per_step``: model calls per step (``None`` when it varies, e.g. adaptive ODE solvers);
+* ``stochastic``: whether ``step`` consumes Brownian increments ``ctx.noise(k, t0, t1)``.
+
+Samplers see the model only as the denoiser ``ctx.denoiser(x, t)`` (data prediction) and never loop
+over time; :func:`~sdekit.diffusion.sample` resolves names, grids and noise and runs the loop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..schedules import Schedule
+
+__all__ = ["Sampler", "SamplerContext", "SampleInfo", "schedule_point"]
+
+
+@dataclass
+class SamplerContext:
+    """What a sampler's ``init`` and ``step`` see.
+
+    Attributes:
+        denoiser: ``D(x, t)``, the data prediction (every call is one model evaluation).
+        schedule: the :class:`~sdekit.diffusion.Schedule`.
+        times: the grid, a list of Python floats, strictly decreasing.
+        noise: ``noise(k, t0, t1)`` -> the Brownian increment ``W(t1) - W(t0)`` over grid step ``k``
+            (shape of ``x``, variance ``|t1 - t0|``); ``None`` for deterministic samplers.
+    """
+
+    denoiser: Callable
+    schedule: Schedule
+    times: list
+    noise: Callable | None = None
+
+    def normal(self, k: int, t0: float, t1: float) -> torch.Tensor:
+        """A standard normal draw for step ``k``: the Brownian increment divided by ``sqrt|t1 - t0|``."""
+        return self.noise(k, t0, t1) / math.sqrt(abs(t1 - t0))
+
+
+@dataclass
+class SampleInfo:
+    """What :func:`~sdekit.diffusion.sample` reports with ``return_info=True``.
+
+    Attributes:
+        nfe: the number of model calls made (counted, not estimated).
+        timesteps: the grid used, float64 ``(steps + 1,)``.
+        solver: the sampler object.
+        trajectory: ``(steps + 1, *x_T.shape)`` states at the grid times when ``return_trajectory=True``.
+    """
+
+    nfe: int
+    timesteps: torch.Tensor
+    solver: Any
+    trajectory: torch.Tensor | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class SchedulePoint:
+    """Schedule coefficients at one time, as Python floats (float64)."""
+
+    t: float
+    alpha: float
+    sigma: float
+    log_snr: float
+
+
+def schedule_point(schedule: Schedule, t: float) -> SchedulePoint:
+    """``alpha``, ``sigma`` and ``lambda`` at ``t`` as floats (``lambda = +-inf`` where ``sigma`` or
+    ``alpha`` vanish)."""
+    a = float(schedule.alpha(t))
+    s = float(schedule.sigma(t))
+    if s == 0.0:
+        lam = math.inf
+    elif a == 0.0:
+        lam = -math.inf
+    else:
+        lam = float(schedule.log_snr(t))
+    return SchedulePoint(float(t), a, s, lam)
+
+
+class Sampler:
+    """Base class of samplers (see the module docstring for the contract)."""
+
+    name: str = ""
+    order: float = 1.0
+    nfe_per_step: int | None = 1
+    stochastic: bool = False
+
+    def init(self, ctx: SamplerContext, x: torch.Tensor) -> Any:
+        """Initial sampler state (``()`` for one-step methods)."""
+        return ()
+
+    def step(self, ctx: SamplerContext, k: int, t0: float, t1: float, x: torch.Tensor, state):
+        """One step from ``t0`` to ``t1 < t0``; returns ``(x1, state)``."""
+        raise NotImplementedError
+
+    def nfe(self, steps: int) -> int | None:
+        """Model calls for a grid of ``steps`` steps (``None`` if not known in advance)."""
+        return None if self.nfe_per_step is None else steps * self.nfe_per_step
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

@@ -1,0 +1,184 @@
+r"""Time grids for samplers: decreasing sequences ``t_0 = t_start > t_1 > ... > t_N = t_end``.
+
+A grid is an object with ``times(schedule, steps, *, t_start=None, t_end=None)`` returning a float64
+tensor of ``steps + 1`` strictly decreasing times (default ends: the schedule's ``t_max`` and
+``t_min``). Any grid works with any sampler:
+
+* :class:`UniformTime`: uniform in ``t`` (DDPM / DDIM, Song et al. 2021);
+* :class:`UniformLogSNR`: uniform in ``lambda = log(alpha / sigma)`` (Lu et al. 2022, DPM-Solver,
+  section 3.3), the natural grid of exponential integrators;
+* :class:`Karras`: uniform in ``sigma~^(1/rho)``, ``sigma~ = sigma / alpha`` (Karras et al. 2022, eq. 5);
+* :class:`TimeTensor`: a user-given decreasing tensor.
+
+Names (``"uniform"``, ``"logsnr"``, ``"karras"``) resolve in :data:`TIME_GRIDS`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._utils import check_real
+from .schedules import Schedule
+
+__all__ = ["TimeGrid", "UniformTime", "UniformLogSNR", "Karras", "TimeTensor", "TIME_GRIDS", "get_time_grid",
+           "resolve_timesteps"]
+
+
+def _check_steps(steps) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    return steps
+
+
+def _check_decreasing(times: torch.Tensor, name: str) -> torch.Tensor:
+    if times.dim() != 1 or times.numel() < 2:
+        raise ValueError(f"{name} must be a 1-D tensor of at least two times, got shape {tuple(times.shape)}")
+    if not bool(torch.isfinite(times).all()):
+        raise ValueError(f"{name} must be finite, got {times.tolist()}")
+    diffs = times[1:] - times[:-1]
+    if not bool((diffs < 0).all()):
+        i = int(torch.nonzero(diffs >= 0)[0]) + 1
+        raise ValueError(
+            f"{name} must be strictly decreasing (samplers run from noise to data); got "
+            f"{name}[{i}]={times[i].item()} >= {name}[{i - 1}]={times[i - 1].item()}"
+        )
+    return times
+
+
+class TimeGrid:
+    """Base class of time grids: subclasses implement :meth:`times`."""
+
+    def _ends(self, schedule: Schedule, t_start, t_end) -> tuple[float, float]:
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a sdekit.diffusion.Schedule, got {type(schedule).__name__}")
+        t0 = schedule.t_max if t_start is None else check_real("t_start", t_start)
+        t1 = schedule.t_min if t_end is None else check_real("t_end", t_end)
+        if not t0 > t1:
+            raise ValueError(f"the grid runs from t_start down to t_end; got t_start={t0} <= t_end={t1}")
+        return t0, t1
+
+    def times(self, schedule: Schedule, steps: int, *, t_start: float | None = None,
+              t_end: float | None = None) -> torch.Tensor:
+        """``steps + 1`` strictly decreasing float64 times from ``t_start`` (default ``t_max``) to
+        ``t_end`` (default ``t_min``)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class UniformTime(TimeGrid):
+    """Uniform in ``t``: ``t_i = t_start + (i / N) (t_end - t_start)``."""
+
+    def times(self, schedule, steps, *, t_start=None, t_end=None):
+        t0, t1 = self._ends(schedule, t_start, t_end)
+        return torch.linspace(t0, t1, _check_steps(steps) + 1, dtype=torch.float64)
+
+
+def _finite_log_snr(schedule: Schedule, t: float, which: str) -> float:
+    lam = float(schedule.log_snr(t))
+    if not math.isfinite(lam):
+        raise ValueError(
+            f"this grid needs a finite log-SNR at the {which} t={t}, but {schedule!r} has log_snr={lam} "
+            f"there; "
+            "pick t_start / t_end (or the schedule's t_min / t_max) strictly inside, or use 'uniform'"
+        )
+    return lam
+
+
+def _pin_ends(ts: torch.Tensor, t0: float, t1: float) -> torch.Tensor:
+    ts[0], ts[-1] = t0, t1
+    return _check_decreasing(ts, "timesteps")
+
+
+class UniformLogSNR(TimeGrid):
+    """Uniform in the log-SNR ``lambda`` (Lu et al. 2022, DPM-Solver, "time_uniform"/"logSNR" grids):
+    ``lambda_i`` equally spaced from ``lambda(t_start)`` to ``lambda(t_end)``, ``t_i = t_of_log_snr``."""
+
+    def times(self, schedule, steps, *, t_start=None, t_end=None):
+        t0, t1 = self._ends(schedule, t_start, t_end)
+        lam = torch.linspace(_finite_log_snr(schedule, t0, "start"), _finite_log_snr(schedule, t1, "end"),
+                             _check_steps(steps) + 1, dtype=torch.float64)
+        return _pin_ends(schedule.t_of_log_snr(lam).to(torch.float64), t0, t1)
+
+
+class Karras(TimeGrid):
+    r"""The grid of Karras et al. 2022 (eq. 5) in the noise level ``sigma~ = sigma / alpha``:
+
+    .. math:: \sigma~_i = \Big(\sigma~_{max}^{1/\rho} + \tfrac{i}{N}\big(\sigma~_{min}^{1/\rho}
+              - \sigma~_{max}^{1/\rho}\big)\Big)^\rho,\qquad t_i = t(\lambda = -\log\sigma~_i).
+
+    Arguments:
+        rho: the exponent (default 7; ``rho = 1`` is uniform in ``sigma~``).
+    """
+
+    def __init__(self, rho: float = 7.0) -> None:
+        self.rho = check_real("rho", rho, positive=True)
+
+    def times(self, schedule, steps, *, t_start=None, t_end=None):
+        t0, t1 = self._ends(schedule, t_start, t_end)
+        s_max = math.exp(-_finite_log_snr(schedule, t0, "start"))
+        s_min = math.exp(-_finite_log_snr(schedule, t1, "end"))
+        ramp = torch.linspace(0.0, 1.0, _check_steps(steps) + 1, dtype=torch.float64)
+        inv = 1.0 / self.rho
+        sig = (s_max**inv + ramp * (s_min**inv - s_max**inv)) ** self.rho
+        return _pin_ends(schedule.t_of_log_snr(-torch.log(sig)).to(torch.float64), t0, t1)
+
+    def __repr__(self) -> str:
+        return f"Karras(rho={self.rho})"
+
+
+class TimeTensor(TimeGrid):
+    """A user-given strictly decreasing grid (``steps`` must be ``None`` or ``len(times) - 1``)."""
+
+    def __init__(self, times) -> None:
+        if not isinstance(times, torch.Tensor):
+            try:
+                times = torch.as_tensor(times, dtype=torch.float64)
+            except (TypeError, ValueError):
+                raise TypeError(f"times must be a 1-D tensor or sequence of floats, got "
+                                f"{type(times).__name__}") from None
+        self._times = _check_decreasing(times.detach().to("cpu", torch.float64), "timesteps")
+
+    def times(self, schedule, steps=None, *, t_start=None, t_end=None):
+        if steps is not None and steps != self._times.numel() - 1:
+            raise ValueError(f"steps={steps} does not match the {self._times.numel() - 1} steps of the given "
+                             "timesteps; pass steps=None")
+        if t_start is not None or t_end is not None:
+            raise ValueError("t_start / t_end do not apply to an explicit grid")
+        return self._times.clone()
+
+    def __repr__(self) -> str:
+        return f"TimeTensor({self._times.tolist()})"
+
+
+TIME_GRIDS = {"uniform": UniformTime, "logsnr": UniformLogSNR, "karras": Karras}
+
+
+def get_time_grid(timesteps) -> TimeGrid:
+    """Resolve a grid name (see :data:`TIME_GRIDS`), a tensor/sequence (:class:`TimeTensor`) or pass a
+    :class:`TimeGrid` through."""
+    if isinstance(timesteps, TimeGrid):
+        return timesteps
+    if isinstance(timesteps, str):
+        if timesteps not in TIME_GRIDS:
+            raise ValueError(f"unknown timesteps {timesteps!r}; choose one of {sorted(TIME_GRIDS)}, pass a "
+                             "TimeGrid or a decreasing tensor of times")
+        return TIME_GRIDS[timesteps]()
+    if isinstance(timesteps, (torch.Tensor, list, tuple)):
+        return TimeTensor(timesteps)
+    raise TypeError(f"timesteps must be a name, a TimeGrid or a decreasing tensor, got "
+                    f"{type(timesteps).__name__}")
+
+
+def resolve_timesteps(timesteps, schedule: Schedule, steps: int | None) -> torch.Tensor:
+    """The float64 grid for ``sample``: ``timesteps`` (``None``: the schedule's default grid) with
+    ``steps`` steps."""
+    grid = schedule.default_timesteps() if timesteps is None else get_time_grid(timesteps)
+    if isinstance(grid, TimeTensor):
+        return grid.times(schedule, steps)
+    if steps is None:
+        raise ValueError(f"steps is required with timesteps={timesteps!r}; pass steps=N or a tensor of times")
+    return grid.times(schedule, steps)
