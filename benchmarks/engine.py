@@ -99,9 +99,9 @@ def main() -> None:
         y0 = torch.zeros(batch, 64)
         for fn in (hand_loop, run_sdekit, run_torchsde):  # warm-up
             fn(sde, y0, 50, T)
-        t_hand = best_time(lambda: hand_loop(sde, y0, args.steps, T), args.repeats)
-        t_ours = best_time(lambda: run_sdekit(sde, y0, args.steps, T), args.repeats)
-        t_tsde = best_time(lambda: run_torchsde(sde, y0, args.steps, T), max(2, args.repeats // 2))
+        t_hand = best_time(lambda y0=y0: hand_loop(sde, y0, args.steps, T), args.repeats)
+        t_ours = best_time(lambda y0=y0: run_sdekit(sde, y0, args.steps, T), args.repeats)
+        t_tsde = best_time(lambda y0=y0: run_torchsde(sde, y0, args.steps, T), max(2, args.repeats // 2))
         lines.append(f"| {batch} | {1e3 * t_hand:.1f} | {1e3 * t_ours:.1f} | {1e3 * t_tsde:.1f} | "
                      f"{t_ours / t_hand:.2f}x | {t_tsde / t_ours:.1f}x |")
     lines += ["", "Targets: sdekit within 1.5x of the hand loop; torchsde at least 5x slower than sdekit."]
