@@ -13,14 +13,13 @@ __all__ = ["MLPDenoiser", "TimeMLP"]
 class _ResidualBlock(nn.Module):
     def __init__(self, width: int, emb_dim: int, dropout: float):
         super().__init__()
-        self.norm = nn.LayerNorm(width)
         self.fc1 = nn.Linear(width, width)
         self.emb = nn.Linear(emb_dim, width)
         self.fc2 = nn.Linear(width, width)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        z = self.fc1(nn.functional.silu(self.norm(h))) + self.emb(emb)
+        z = self.fc1(nn.functional.silu(h)) + self.emb(emb)
         z = self.fc2(self.dropout(nn.functional.silu(z)))
         return h + z
 
@@ -28,9 +27,11 @@ class _ResidualBlock(nn.Module):
 class MLPDenoiser(nn.Module):
     """Residual MLP ``net(x, t)`` for vector data, with a time (and optional class) embedding.
 
-    ``h = W_in x``; then ``depth`` blocks ``h <- h + W2 silu(W1 silu(LN h) + E emb(t))``;
-    output ``W_out silu(LN h)``. What the output means (eps, x0, v, score, velocity) is decided by
-    the loss and the adapter, not by the network.
+    ``h = W_in x``; then ``depth`` blocks ``h <- h + W2 silu(W1 silu(h) + E emb(t))``; output
+    ``W_out silu(h)``. What the output means (eps, x0, v, score, velocity) is decided by the loss
+    and the adapter, not by the network. There is deliberately no normalisation layer: it would
+    bound the output and stop the network from extrapolating linearly (``eps ~ x / sigma``) to the
+    tails of the prior, which sends a few probability-flow trajectories far off.
 
     Arguments:
         dim: data dimension ``d``.
@@ -80,7 +81,6 @@ class MLPDenoiser(nn.Module):
             self.class_embed = _ClassEmbedding(num_classes, emb_dim) if num_classes is not None else None
             self.inp = nn.Linear(dim, hidden)
             self.blocks = nn.ModuleList(_ResidualBlock(hidden, emb_dim, float(dropout)) for _ in range(depth))
-            self.out_norm = nn.LayerNorm(hidden)
             self.out = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor, t, class_labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -109,7 +109,7 @@ class MLPDenoiser(nn.Module):
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, emb)
-        return self.out(nn.functional.silu(self.out_norm(h)))
+        return self.out(nn.functional.silu(h))
 
 
 TimeMLP = MLPDenoiser

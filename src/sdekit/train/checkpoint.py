@@ -28,7 +28,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "CHECKPOINT_JSON"]
+__all__ = [
+    "CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "load_weights", "CHECKPOINT_JSON",
+]
 
 CHECKPOINT_JSON = "checkpoint.json"
 _FORMAT = "sdekit-checkpoint"
@@ -279,3 +281,54 @@ def load_checkpoint(directory: str | os.PathLike) -> Checkpoint:
             )
     state = _decode(doc["state"], tensors)
     return Checkpoint(json_path.parent, doc["step"], state, doc["metadata"])
+
+
+def _check_state_dict(where, name: str, saved, expected: dict[str, torch.Tensor]) -> None:
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"corrupt checkpoint {where}: {name} state is not a mapping")
+    missing = [k for k in expected if k not in saved]
+    extra = [k for k in saved if k not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+        if extra:
+            parts.append(f"unexpected {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}")
+        raise CheckpointError(f"checkpoint {where} does not fit the model: {name} tensors {'; '.join(parts)}")
+    for k, v in expected.items():
+        t = saved[k]
+        if not isinstance(t, torch.Tensor) or t.shape != v.shape:
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise CheckpointError(
+                f"checkpoint {where} does not fit the model: {name} tensor {k!r} has shape {got}, "
+                f"the model expects {tuple(v.shape)}"
+            )
+
+
+def load_weights(model: torch.nn.Module, directory: str | os.PathLike, *, which: str = "ema") -> int:
+    """Load a trained network's weights from a :class:`~sdekit.train.Trainer` checkpoint.
+
+    Arguments:
+        model: a network of the architecture the checkpoint was trained with.
+        directory: the checkpoint directory.
+        which: ``"ema"`` (the averaged weights; falls back to ``"model"`` when the run had no EMA) or
+            ``"model"`` (the raw weights).
+
+    Returns:
+        The training step of the checkpoint.
+
+    Raises:
+        CheckpointError: a missing or corrupt checkpoint, or tensors that do not fit ``model``.
+        ValueError: ``which`` is neither ``"ema"`` nor ``"model"``.
+    """
+    if which not in ("ema", "model"):
+        raise ValueError(f"which must be 'ema' or 'model', got {which!r}")
+    ckpt = load_checkpoint(directory)
+    state = ckpt.state
+    if which == "ema" and isinstance(state.get("ema"), dict):
+        weights = state["ema"].get("model")
+    else:
+        weights = state.get("model")
+    _check_state_dict(ckpt.directory, which, weights, model.state_dict())
+    model.load_state_dict(weights)
+    return ckpt.step

@@ -36,6 +36,7 @@ class EMA:
         self.model = copy.deepcopy(model).eval()
         self.model.requires_grad_(False)
         self.updates = 0
+        self._pairs = None
 
     def current_decay(self) -> float:
         """The decay the next update will use."""
@@ -47,9 +48,14 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         """Fold ``model``'s current weights into the average."""
         weight = 1.0 - self.current_decay()
-        for e, p in zip(self.model.parameters(), model.parameters()):
+        if self._pairs is None or self._pairs[0] is not model:
+            params = list(zip(self.model.parameters(), model.parameters()))
+            buffers = list(zip(self.model.buffers(), model.buffers()))
+            self._pairs = (model, params, buffers)
+        _, params, buffers = self._pairs
+        for e, p in params:
             e.lerp_(p.detach(), weight)
-        for e, b in zip(self.model.buffers(), model.buffers()):
+        for e, b in buffers:
             e.copy_(b)
         self.updates += 1
 

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, _check_state_dict, load_checkpoint, save_checkpoint
 from .distributed import DistributedContext, ShardedBatchSampler, derive_seed
 from .ema import EMA
 
@@ -484,25 +484,3 @@ class Trainer:
                         f"checkpoint {where}: optimizer {name} of parameter {idx} is {got}, "
                         f"expected shape {tuple(params[idx].shape)}"
                     )
-
-
-def _check_state_dict(where, name: str, saved, expected: dict[str, torch.Tensor]) -> None:
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"corrupt checkpoint {where}: {name} state is not a mapping")
-    missing = [k for k in expected if k not in saved]
-    extra = [k for k in saved if k not in expected]
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
-        if extra:
-            parts.append(f"unexpected {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}")
-        raise CheckpointError(f"checkpoint {where} does not fit the model: {name} tensors {'; '.join(parts)}")
-    for k, v in expected.items():
-        t = saved[k]
-        if not isinstance(t, torch.Tensor) or t.shape != v.shape:
-            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise CheckpointError(
-                f"checkpoint {where} does not fit the model: {name} tensor {k!r} has shape {got}, "
-                f"the model expects {tuple(v.shape)}"
-            )

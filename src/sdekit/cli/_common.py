@@ -1,0 +1,85 @@
+"""What every subcommand shares: the one-line-error parser, errors, output helpers."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+__all__ = ["CLIError", "Parser", "save_samples", "positive_int", "nonnegative_int", "positive_float"]
+
+
+class CLIError(ValueError):
+    """A user error that the command reports in one line, exiting with status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse`` with one-line errors: ``sdekit train: error: ... (see sdekit train --help)``."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's signature
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (v > 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    return v
+
+
+def say(*parts, file=None) -> None:
+    print(*parts, file=file or sys.stdout, flush=True)
+
+
+SAMPLE_SUFFIXES = (".pt", ".safetensors", ".npy", ".png")
+
+
+def save_samples(path: Path, x: torch.Tensor, *, reference: torch.Tensor | None = None,
+                 title: str = "samples") -> None:
+    """Write samples by suffix: ``.pt`` (a tensor via ``torch.save``), ``.safetensors`` (key
+    ``samples``), ``.npy`` or ``.png`` (a scatter plot for 2-D data, an image grid for images)."""
+    suffix = path.suffix.lower()
+    if suffix not in SAMPLE_SUFFIXES:
+        raise CLIError(f"--out must end in one of {', '.join(SAMPLE_SUFFIXES)}, got {str(path)!r}")
+    if not path.parent.exists():
+        raise CLIError(f"--out directory {str(path.parent)!r} does not exist")
+    x = x.detach().cpu()
+    if suffix == ".pt":
+        torch.save(x, path)
+    elif suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({"samples": x.contiguous()}, str(path))
+    elif suffix == ".npy":
+        import numpy as np
+
+        np.save(path, x.numpy())
+    else:
+        from ._plots import sample_figure
+
+        sample_figure(path, {"samples": x} if reference is None else {"data": reference, title: x})
