@@ -1,5 +1,6 @@
 """sdekit: stochastic differential equations for generative modelling in PyTorch."""
 
+from . import diffusion as diffusion  # the diffusion layer: sdekit.diffusion
 from .core import (
     NOISE_TYPES,
     SDE,
