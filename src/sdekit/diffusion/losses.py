@@ -137,9 +137,8 @@ def get_weighting(weighting) -> Weighting | None:
         return weighting
     if isinstance(weighting, str):
         if weighting not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {weighting!r}; choose one of {sorted(WEIGHTINGS)}, "
-                             f"None, or pass "
-                             "a callable w(t, schedule)")
+            raise ValueError(f"unknown weighting {weighting!r}; choose one of {sorted(WEIGHTINGS)}, None, "
+                             "or pass a callable w(t, schedule)")
         return WEIGHTINGS[weighting]()
     if callable(weighting):
         return weighting
@@ -202,8 +201,7 @@ def get_time_sampling(time_sampling) -> TimeSampling:
         return time_sampling
     if isinstance(time_sampling, str):
         if time_sampling not in TIME_SAMPLINGS:
-            raise ValueError(f"unknown time_sampling {time_sampling!r}; choose one of "
-                             f"{sorted(TIME_SAMPLINGS)} "
+            raise ValueError(f"unknown time_sampling {time_sampling!r}; choose one of {sorted(TIME_SAMPLINGS)} "
                              "or pass a TimeSampling object")
         return TIME_SAMPLINGS[time_sampling]()
     raise TypeError(f"time_sampling must be a name or a TimeSampling, got {type(time_sampling).__name__}")
