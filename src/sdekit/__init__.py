@@ -5,9 +5,14 @@ from .core import (
     NOISE_TYPES,
     SDE,
     SDE_TYPES,
+    AdjointStrategy,
+    Backprop,
     BrownianGrid,
     BrownianPath,
+    Checkpointed,
+    ContinuousAdjoint,
     ODESolver,
+    ReversibleAdjoint,
     SDESolver,
     odeint,
     sdeint,
@@ -18,4 +23,5 @@ __version__ = "0.1.0"
 __all__ = [
     "sdeint", "odeint", "BrownianPath", "BrownianGrid", "SDE", "NOISE_TYPES", "SDE_TYPES",
     "SDESolver", "ODESolver", "__version__",
+    "AdjointStrategy", "Backprop", "Checkpointed", "ContinuousAdjoint", "ReversibleAdjoint",
 ]

@@ -287,6 +287,7 @@ def sdeint(
     progress: bool = False,
     max_steps: int = 1_000_000,
     adjoint=None,
+    logqp: bool = False,
 ):
     """Solve an SDE ``dy = f(t, y) dt + g(t, y) dW`` and return ``y`` at the times ``ts``.
 
@@ -307,9 +308,13 @@ def sdeint(
         max_steps: limit of (accepted and rejected) adaptive steps.
         adjoint: gradient strategy (``None``/backprop through the steps, or an object from
             :mod:`sdekit.core.adjoint`).
+        logqp: also return the KL path term of a latent SDE: ``sde`` then needs a prior drift
+            ``h(t, y)`` and ``y0`` a leading batch dimension (see :mod:`sdekit.core.latent`).
 
     Returns:
-        A tensor ``(len(ts), *y0.shape)``, or a tuple of such for a tuple state.
+        A tensor ``(len(ts), *y0.shape)``, or a tuple of such for a tuple state. With ``logqp=True``
+        ``(ys, log_ratio)``, ``log_ratio`` of shape ``(len(ts) - 1, batch)``: the increments of
+        ``int 1/2 |(f - h) / g|^2 dt`` between consecutive output times (as torchsde).
 
     Raises:
         ValueError / TypeError at the boundary for malformed ``ts``, ``dt``, shapes of ``f`` and
@@ -322,6 +327,13 @@ def sdeint(
     rtol = _check_positive("rtol", rtol, allow_none=False)
     atol = _check_positive("atol", atol, allow_none=False)
     dt_min = _check_positive("dt_min", dt_min)
+    if logqp:
+        from .latent import _with_logqp
+
+        sde, y0, bm, split = _with_logqp(sde, y0, bm)
+        out = sdeint(sde, y0, ts_list, method=method, dt=dt, bm=bm, adaptive=adaptive, rtol=rtol, atol=atol,
+                     dt_min=dt_min, progress=progress, max_steps=max_steps, adjoint=adjoint)
+        return split(out)
     if adjoint is not None:
         from .adjoint import _sdeint_with_adjoint
 
