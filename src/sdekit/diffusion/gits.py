@@ -31,7 +31,7 @@ import torch
 
 from ._utils import check_real, check_tensor
 from .prediction import as_denoiser
-from .samplers import PFODE, DDIM, Sampler, SamplerContext, get_sampler, sample
+from .samplers import DDIM, PFODE, SamplerContext, get_sampler, sample
 from .schedules import Schedule
 from .timesteps import Karras, TimeTensor, _check_decreasing
 
@@ -142,7 +142,7 @@ class GITS(TimeTensor):
     @classmethod
     def fit(cls, model, schedule: Schedule, nfe: int, *, shape=None, x_T: torch.Tensor | None = None,
             teacher=None, student=None, fine_steps: int = 60, warmup: int = 256, rho: float = 7.0,
-            coeff: float = 1.15, generator: torch.Generator | None = None, prediction="eps",
+            coeff: float = 1.15, sampler=None, generator: torch.Generator | None = None, prediction="eps",
             model_kwargs: dict | None = None, time_input=None, t_start: float | None = None,
             t_end: float | None = None, batch_size: int | None = None, dtype: torch.dtype | None = None,
             device=None) -> GITS:
@@ -152,8 +152,8 @@ class GITS(TimeTensor):
             model: a network ``model(x, t)`` whose output ``prediction`` names, or a
                 :class:`~sdekit.diffusion.Denoiser` (e.g. an oracle's ``as_denoiser(schedule)``).
             schedule: the :class:`~sdekit.diffusion.Schedule`.
-            nfe: the budget; ``K`` is the largest number of steps with ``student.nfe(K) <= nfe``
-                (``K = nfe`` for one-call samplers).
+            nfe: the budget; ``K`` is the largest number of steps with ``sampler.nfe(K) <= nfe``
+                (``K = nfe`` for one-call samplers; ``K = (nfe + 1) // 2`` for EDM Heun).
             shape: the event shape of a sample (e.g. ``(2,)`` or ``(3, 32, 32)``); warm-up states are
                 ``schedule.prior_sample((warmup, *shape), generator)``. Or give ``x_T``.
             x_T: the warm-up initial states ``(warmup, *event)`` at ``t_start`` (overrides ``shape``,
@@ -166,6 +166,8 @@ class GITS(TimeTensor):
             warmup: number of warm-up trajectories (default 256).
             rho: exponent of the fine Karras grid (default 7).
             coeff: cost weight per level (default 1.15, as the official code).
+            sampler: the sampler the grid is for, which counts the steps that fit in ``nfe``
+                (default: the student).
             generator: seeds the warm-up states.
             prediction, model_kwargs, time_input: as for :func:`~sdekit.diffusion.sample`.
             t_start, t_end: ends of the grid (default ``schedule.t_max``, ``schedule.t_min``).
@@ -189,16 +191,18 @@ class GITS(TimeTensor):
         for role, s in (("student", student), ("teacher", teacher)):
             if s.stochastic:
                 raise ValueError(f"the GITS {role} must be a deterministic (ODE) sampler, got {s!r}")
-        if student.nfe_per_step is None:
-            raise ValueError(f"the GITS student must make a fixed number of model calls per step, got {student!r}")
+        counter = student if sampler is None else get_sampler(sampler)
+        if counter.nfe(1) is None:
+            raise ValueError(f"GITS counts the steps in nfe={nfe} with a sampler that makes a known number of "
+                             f"model calls per step; got {counter!r}")
         if isinstance(fine_steps, bool) or not isinstance(fine_steps, int) or fine_steps < 1:
             raise ValueError(f"fine_steps must be a positive int, got {fine_steps!r}")
         steps = 0
-        while steps < fine_steps and student.nfe(steps + 1) <= nfe:
+        while steps < fine_steps and counter.nfe(steps + 1) <= nfe:
             steps += 1
         if steps == 0:
-            raise ValueError(f"nfe={nfe} is less than one step of {student!r} ({student.nfe(1)} model calls)")
-        if student.nfe(steps + 1) <= nfe:
+            raise ValueError(f"nfe={nfe} is less than one step of {counter!r} ({counter.nfe(1)} model calls)")
+        if counter.nfe(steps + 1) <= nfe:
             raise ValueError(f"nfe={nfe} allows more steps than fine_steps={fine_steps}; raise fine_steps")
         coeff = check_real("coeff", coeff, positive=True)
         if x_T is None:
