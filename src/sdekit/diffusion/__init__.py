@@ -2,6 +2,8 @@
 time grids and samplers (see ``docs/architecture.md``)."""
 
 from ._utils import as_time, batch_time, broadcast_like
+from .gits import GITS, gits_path
+from .interop import DiffusersModel, from_diffusers
 from .losses import (
     TIME_SAMPLINGS,
     WEIGHTINGS,
@@ -58,6 +60,7 @@ from .samplers import (
 )
 from .schedules import EDM, VE, VP, CosineVP, DiscreteVP, LinearFlow, Schedule, SubVP
 from .sde import ForwardSDE, ProbabilityFlowODE, ReverseSDE
+from .sharded import Shard, gather_shards, sample_sharded
 from .timesteps import TIME_GRIDS, Karras, TimeGrid, TimeTensor, UniformLogSNR, UniformTime, get_time_grid
 
 __all__ = [
@@ -80,4 +83,6 @@ __all__ = [
     "TimeGrid", "UniformTime", "UniformLogSNR", "Karras", "TimeTensor", "TIME_GRIDS", "get_time_grid",
     "sample", "Sampler", "SamplerContext", "SampleInfo", "DDIM", "EulerMaruyama", "PFODE", "SAMPLERS",
     "get_sampler",
+    # fitted grids, sharded sampling, diffusers models
+    "GITS", "gits_path", "sample_sharded", "gather_shards", "Shard", "from_diffusers", "DiffusersModel",
 ]
