@@ -1,4 +1,4 @@
-"""The ``sdekit`` command (also ``python -m sdekit``): ``train``, ``sample`` and ``demo``.
+"""The ``sdekit`` command (also ``python -m sdekit``): ``train``, ``sample``, ``demo`` and ``bench``.
 
 User errors (bad arguments, missing or corrupt checkpoints, settings that do not fit together)
 print one line, ``sdekit <command>: error: ...``, and exit with status 2; there is no traceback.
@@ -18,15 +18,16 @@ __all__ = ["main", "run_demo", "DemoResult", "CLIError"]
 
 def build_parser() -> Parser:
     """The argument parser with every subcommand registered."""
-    from . import _sample, _train, demo
+    from . import _bench, _sample, _train, demo
 
     parser = Parser(prog="sdekit", description="Stochastic differential equations for generative modelling.")
     parser.add_argument("--version", action="version", version=f"sdekit {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{train,sample,demo}", parser_class=Parser)
+    sub = parser.add_subparsers(dest="command", metavar="{train,sample,demo,bench}", parser_class=Parser)
     sub.required = True
     _train.add_parser(sub)
     _sample.add_parser(sub)
     demo.add_parser(sub)
+    _bench.add_parser(sub)
     return parser
 
 

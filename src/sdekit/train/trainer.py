@@ -314,7 +314,7 @@ class Trainer:
 
         show = self.config.progress and self.ctx.is_main
         bar = tqdm(total=target, initial=min(self.step, target), desc="train", disable=not show,
-                   dynamic_ncols=True, leave=False)
+                   dynamic_ncols=True, leave=False, mininterval=0.5)
         self.module.train()
         start = time.perf_counter()
         last_saved = None
