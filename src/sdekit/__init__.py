@@ -1,6 +1,10 @@
 """sdekit: stochastic differential equations for generative modelling in PyTorch."""
 
+from . import data as data  # embedded data sets: sdekit.data
 from . import diffusion as diffusion  # the diffusion layer: sdekit.diffusion
+from . import metrics as metrics  # SW2, MMD, noise floors: sdekit.metrics
+from . import nn as nn  # reference networks: sdekit.nn
+from . import train as train  # trainer, checkpoints, DDP: sdekit.train
 from .core import (
     NOISE_TYPES,
     SDE,
