@@ -28,5 +28,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/engine.py
 
+# The sampler benchmark's anchors: diffusers (the bench extra) and k-diffusion without its dependencies
+# (its full install pulls torchvision and CLIP; benchmarks/samplers.py loads only k_diffusion.sampling).
+.PHONY: bench-deps
+bench-deps: $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[bench]'
+	$(PY) -m pip install --quiet --no-deps k-diffusion==0.1.1.post1 torchdiffeq
+
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

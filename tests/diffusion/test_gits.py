@@ -9,8 +9,7 @@ import math
 import pytest
 import torch
 
-from sdekit.diffusion import DDIM, EDM, PFODE, VP, GaussianMixture, sample
-from sdekit.diffusion.gits import GITS, gits_path
+from sdekit.diffusion import DDIM, EDM, GITS, PFODE, VP, GaussianMixture, gits_path, sample
 
 
 def _mixture() -> GaussianMixture:

@@ -11,8 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from sdekit.diffusion import DDIM, VP, GaussianMixture
-from sdekit.diffusion.sharded import gather_shards, sample_sharded
+from sdekit.diffusion import DDIM, VP, GaussianMixture, gather_shards, sample_sharded
 from sdekit.nn import MLPDenoiser
 
 N, BATCH = 45, 8          # 6 global batches: rank 0 gets 3 full ones, rank 1 two full ones and the rest
@@ -86,7 +85,7 @@ def test_shards_partition_the_job_and_samples_do_not_depend_on_the_batch():
     other = _draw(batch_size=45)
     assert torch.equal(other["oracle"].samples, single["oracle"].samples)
     torch.testing.assert_close(other["mlp"].samples, single["mlp"].samples, rtol=1e-12, atol=1e-12)
-    # The sampler noise matters: another seed gives other samples.
+    # Every sample has its own noise.
     assert not torch.allclose(single["oracle"].samples[:5], single["oracle"].samples[5:10])
 
 
