@@ -49,12 +49,21 @@ from .prediction import (
 )
 from .samplers import (
     DDIM,
+    DEIS,
+    ERSDE,
+    IPNDM,
     PFODE,
     SAMPLERS,
+    DPMSolverPP,
+    EDMHeun,
     EulerMaruyama,
+    PredictorCorrector,
     SampleInfo,
     Sampler,
     SamplerContext,
+    SASolver,
+    SDEDPMSolverPP,
+    UniPC,
     get_sampler,
     sample,
 )
@@ -82,7 +91,8 @@ __all__ = [
     # time grids and samplers
     "TimeGrid", "UniformTime", "UniformLogSNR", "Karras", "TimeTensor", "TIME_GRIDS", "get_time_grid",
     "sample", "Sampler", "SamplerContext", "SampleInfo", "DDIM", "EulerMaruyama", "PFODE", "SAMPLERS",
-    "get_sampler",
+    "get_sampler", "DPMSolverPP", "SDEDPMSolverPP", "DEIS", "IPNDM", "UniPC", "EDMHeun", "PredictorCorrector",
+    "SASolver", "ERSDE",
     # fitted grids, sharded sampling, diffusers models
     "GITS", "gits_path", "sample_sharded", "gather_shards", "Shard", "from_diffusers", "DiffusersModel",
 ]

@@ -28,12 +28,20 @@ class _Counted:
         return self.denoiser(x, t)
 
 
-def _noise_source(bm, generator, times: torch.Tensor, x: torch.Tensor):
+def _noise_source(bm, generator, times: torch.Tensor, x: torch.Tensor, substeps: int = 1):
     if bm is None:
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         device = generator.device if generator is not None else "cpu"
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device).item())
+        if substeps > 1:
+            # a sampler that draws several normals per step queries the `substeps` equal sub-intervals of
+            # each step (e.g. PredictorCorrector): the default grid holds them
+            frac = torch.arange(substeps, dtype=torch.float64) / substeps
+            fine = times[:-1, None] + frac[None] * (times[1:] - times[:-1])[:, None]
+            fine = torch.cat([fine.reshape(-1), times[-1:]])
+            grid = BrownianGrid(fine, tuple(x.shape), seed=seed, dtype=x.dtype, device=x.device)
+            return lambda k, t0, t1: grid(t0, t1)
         grid = BrownianGrid(times, tuple(x.shape), seed=seed, dtype=x.dtype, device=x.device)
         return lambda k, t0, t1: grid.increment(k)
     if not callable(bm):
@@ -54,7 +62,7 @@ def _noise_source(bm, generator, times: torch.Tensor, x: torch.Tensor):
     return noise
 
 
-def sample(model, schedule: Schedule, x_T: torch.Tensor, *, solver="ddim", steps: int | None = None,
+def sample(model, schedule: Schedule, x_T: torch.Tensor, *, solver="dpm++2m", steps: int | None = None,
            timesteps=None, prediction="eps", denoise_final: bool = False,
            generator: torch.Generator | None = None, bm=None, progress: bool = False,
            model_kwargs: dict | None = None, time_input=None, return_info: bool = False,
@@ -68,7 +76,8 @@ def sample(model, schedule: Schedule, x_T: torch.Tensor, *, solver="ddim", steps
         schedule: the :class:`~sdekit.diffusion.Schedule`.
         x_T: the initial state ``(batch, *event)`` at the first grid time (e.g.
             ``schedule.prior_sample(shape)``).
-        solver: a sampler name (``"ddim"``, ``"euler-maruyama"``, ``"ode"``) or a
+        solver: a sampler name (default ``"dpm++2m"``; the names of :data:`SAMPLERS`: ``"ddim"``,
+            ``"dpm++3m"``, ``"unipc"``, ``"heun"``, ``"sa-solver"``, ``"er-sde"``, ``"ode"``, ...) or a
             :class:`~sdekit.diffusion.Sampler` object (``DDIM(eta=1)``, ``PFODE(method="rk4")``, ...).
         steps: number of grid steps; may be omitted with an explicit tensor of ``timesteps`` and for
             adaptive ODE solvers (then one interval ``[t_max, t_min]``).
@@ -109,7 +118,8 @@ def sample(model, schedule: Schedule, x_T: torch.Tensor, *, solver="ddim", steps
     times = resolve_timesteps(timesteps, schedule, steps)
     denoiser = _Counted(as_denoiser(model, schedule, prediction, model_kwargs=model_kwargs,
                                     time_input=time_input))
-    noise = _noise_source(bm, generator, times, x_T) if sampler.stochastic else None
+    substeps = getattr(sampler, "noise_substeps", 1)
+    noise = _noise_source(bm, generator, times, x_T, substeps) if sampler.stochastic else None
     grid = times.tolist()
     ctx = SamplerContext(denoiser=denoiser, schedule=schedule, times=grid, noise=noise)
     n = len(grid) - 1

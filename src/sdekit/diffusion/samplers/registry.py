@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from .base import Sampler
 from .ddim import DDIM
+from .deis import DEIS
+from .dpm_solver import DPMSolverPP, SDEDPMSolverPP
+from .edm import EDMHeun
+from .er_sde import ERSDE
 from .euler_maruyama import EulerMaruyama
+from .ipndm import IPNDM
+from .pc import PredictorCorrector
 from .pf_ode import PFODE
+from .sa_solver import SASolver
+from .unipc import UniPC
 
 __all__ = ["SAMPLERS", "get_sampler"]
 
@@ -13,6 +23,16 @@ SAMPLERS = {
     "ddim": DDIM,
     "euler-maruyama": EulerMaruyama,
     "ode": PFODE,
+    "dpm++2m": partial(DPMSolverPP, order=2),
+    "dpm++3m": partial(DPMSolverPP, order=3),
+    "sde-dpm++2m": SDEDPMSolverPP,
+    "deis": DEIS,
+    "ipndm": IPNDM,
+    "unipc": UniPC,
+    "heun": EDMHeun,
+    "pc": PredictorCorrector,
+    "sa-solver": SASolver,
+    "er-sde": ERSDE,
 }
 
 
