@@ -15,7 +15,7 @@ import torch
 from sdekit.cli import main
 from sdekit.train import load_checkpoint
 
-TINY = ["--data", "moons", "--n-train", "256", "--batch-size", "32", "--width", "16", "--depth", "1",
+TINY = ["--data", "moons", "--n-train", "256", "--batch-size", "32", "--width", "16", "--depth", "1", "--threads", "1",
         "--no-progress"]
 
 

@@ -40,6 +40,7 @@ def add_parser(sub) -> None:
     p.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA (default) or raw weights")
     p.add_argument("--batch-size", type=positive_int, default=4096, help="samples per sampler call")
     p.add_argument("--device", default="cpu", help="device to sample on (default cpu)")
+    p.add_argument("--threads", type=positive_int, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.set_defaults(func=run)
 
@@ -91,6 +92,8 @@ def run(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in SAMPLE_SUFFIXES:
         raise CLIError(f"--out must end in one of {', '.join(SAMPLE_SUFFIXES)}, got {args.out!r}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise CLIError(f"--device {args.device}: CUDA is not available on this machine")
     spec, model, schedule = load_run(Path(args.checkpoint), args.weights, args.device)

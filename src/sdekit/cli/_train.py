@@ -75,6 +75,7 @@ def add_parser(sub) -> None:
     r.add_argument("--out", required=True, help="run directory (checkpoint, config.json)")
     r.add_argument("--resume", action="store_true", help="continue the run in --out (bit for bit)")
     r.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda:LOCAL_RANK if available)")
+    r.add_argument("--threads", type=positive_int, help="torch intra-op threads (default: torch's choice)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -108,6 +109,10 @@ def _train_config(args, stored: dict | None) -> TrainConfig:
 
 
 def run(args) -> int:
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     stored_run = stored_train = None
     if args.resume:

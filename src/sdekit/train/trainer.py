@@ -140,9 +140,15 @@ class Trainer:
     initialised (e.g. under ``torchrun``) the model is wrapped in ``DistributedDataParallel``;
     with one process the same loop runs with world size 1.
 
-    Because data order and noise are functions of ``(seed, step)`` and the checkpoint holds the
-    model, EMA, optimizer state, global RNG states and loss history, a run resumed from a
-    checkpoint continues bit for bit as the uninterrupted run would have.
+    Randomness is seeded and private to the run: data order and loss noise are functions of
+    ``(seed, step, shard)``, and whatever the model draws from torch's global generator (dropout)
+    comes from the trainer's own per-rank stream, swapped in around each forward/backward, so the
+    caller's global RNG neither disturbs nor is disturbed by training. The checkpoint holds the
+    model, EMA, optimizer state, those RNG streams (every rank's), the step and the loss history,
+    so a run resumed from a checkpoint continues bit for bit as the uninterrupted run would have.
+    With ``W`` ranks and ``A`` accumulation steps the global batch is cut into ``W * A`` shards:
+    ``torchrun`` with 2 ranks computes exactly what one process with ``accumulation_steps=2``
+    computes (same data, same noise; gradients equal up to rounding).
 
     Arguments:
         model: the network (moved to the context's device).
@@ -334,7 +340,7 @@ class Trainer:
             self.train_seconds += time.perf_counter() - start
         if self.out_dir is not None and last_saved != self.step:
             self.save_checkpoint()
-        return self.loss_history
+        return list(self.loss_history)
 
     # ----------------------------------------------------------------------------------------
     @contextlib.contextmanager
