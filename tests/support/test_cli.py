@@ -84,10 +84,13 @@ def test_sample_is_seeded(trained, tmp_path):
 
 
 def test_user_errors_are_one_line_with_status_2(trained, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
     cases = {
+        "exists and is not a directory": ["demo", "--out", str(tmp_path / "a_file")],
+        "invalid choice: 'mnist'": ["demo", "--data", "mnist"],
         "argument --n: expected a positive integer": ["sample", "--checkpoint", str(trained), "--n", "-3",
                                                       "--out", "x.pt"],
-        "invalid choice: 'mnist'": ["train", "--data", "mnist", "--out", str(tmp_path / "x")],
+        "argument --data: invalid choice": ["train", "--data", "mnist", "--out", str(tmp_path / "x")],
         "required: --out": ["train", "--data", "moons"],
         "no checkpoint at": ["sample", "--checkpoint", str(tmp_path / "none"), "--out", "x.pt"],
         "checkpoint.json not found": ["sample", "--checkpoint", str(tmp_path), "--out", "x.pt"],

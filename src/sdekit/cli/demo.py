@@ -140,6 +140,8 @@ def run_demo(
         raise CLIError(f"unknown demo samplers {unknown}; choose from {', '.join(DEMO_SAMPLERS)}")
     if not 1 <= n_eval <= 5000:
         raise CLIError(f"n_eval must lie in [1, 5000] (two disjoint held-out sets of 10,000), got {n_eval}")
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise CLIError(f"the output directory {str(out_dir)!r} exists and is not a directory")
     saved_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
