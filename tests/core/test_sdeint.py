@@ -136,9 +136,8 @@ def test_reversed_time_runs_the_path_backwards():
     torch.testing.assert_close(ys[2], bm(1.0, 0.0), rtol=0, atol=1e-12)
     # drift flips sign correctly: dy/dt = -y backwards in time from y(1)=e^{-1} returns y(0)=1
     decay = SDE(lambda t, y: -y, lambda t, y: torch.zeros_like(y))
-    back = sdekit.sdeint(decay, torch.full((1,), math.exp(-1), dtype=F64), [1.0, 0.0], dt=1e-4,
-                         bm=BrownianPath(0.0, 1.0, (1,), seed=0, dtype=F64))
-    assert abs(back[-1].item() - 1.0) < 1e-3
+    back = sdekit.sdeint(decay, torch.full((1,), math.exp(-1), dtype=F64), [1.0, 0.0], dt=1e-3)
+    assert abs(back[-1].item() - 1.0) < 2e-3  # Euler's error ~ dt/2
     # the fast internal source also runs backwards with a srk (space-time area) solver
     ys = sdekit.sdeint(GBM(), torch.ones(4, 1, dtype=F64), [1.0, 0.0], method="srk", dt=0.01)
     assert torch.isfinite(ys).all()
