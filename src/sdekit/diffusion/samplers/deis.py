@@ -63,7 +63,8 @@ class DEIS(Sampler):
 
     def __init__(self, order: int = 3, *, variable: str = "t", extrapolate: str = "eps",
                  lower_order_final: bool = True) -> None:
-        self.order = check_order("order", order, 1, 3)
+        self.formula_order = check_order("order", order, 1, 3)  # int; `order`: the float
+        self.order = float(self.formula_order)
         self.variable = check_choice("variable", variable, ("t", "lambda"))
         self.extrapolate = check_choice("extrapolate", extrapolate, ("eps", "x0"))
         if not isinstance(lower_order_final, bool):
@@ -96,10 +97,10 @@ class DEIS(Sampler):
         d0 = ctx.denoiser(x, t0)
         finite = math.isfinite(h)
         avail = 1 + finite_prefix(state) if finite else 1
-        p = step_order(self.order, k, ctx, self.lower_order_final, avail)
+        p = step_order(self.formula_order, k, ctx, self.lower_order_final, avail)
         value = (x - p0.alpha * d0) / p0.sigma if self.extrapolate == "eps" else d0
         entry = HistoryEntry(t0, p0.log_snr, value)
-        new_state = push(state, entry, self.order - 1)
+        new_state = push(state, entry, self.formula_order - 1)
         if p == 1:
             lin = p1.sigma / p0.sigma if p0.sigma > 0 else 0.0
             return lin * x + (-p1.alpha * math.expm1(-h)) * d0, new_state
@@ -116,5 +117,5 @@ class DEIS(Sampler):
         return x1, new_state
 
     def __repr__(self) -> str:
-        return (f"DEIS(order={self.order}, variable={self.variable!r}, extrapolate={self.extrapolate!r}, "
-                f"lower_order_final={self.lower_order_final})")
+        return (f"DEIS(order={self.formula_order}, variable={self.variable!r}, "
+                f"extrapolate={self.extrapolate!r}, lower_order_final={self.lower_order_final})")

@@ -69,16 +69,17 @@ class DPMSolverPP(Sampler):
     nfe_per_step = 1
 
     def __init__(self, order: int = 2, *, lower_order_final: bool = True) -> None:
-        self.order = check_order("order", order, 1, 3)
+        self.formula_order = check_order("order", order, 1, 3)  # int; `order`: the float
+        self.order = float(self.formula_order)
         self.lower_order_final = check_bool("lower_order_final", lower_order_final)
-        self.name = {1: "dpm++1", 2: "dpm++2m", 3: "dpm++3m"}[self.order]
+        self.name = {1: "dpm++1", 2: "dpm++2m", 3: "dpm++3m"}[self.formula_order]
 
     def step(self, ctx, k, t0, t1, x, state):
         p0, p1, h = step_points(ctx, t0, t1)
         d0 = ctx.denoiser(x, t0)
         finite = math.isfinite(h)
         avail = 1 + finite_prefix(state) if finite else 1
-        p = step_order(self.order, k, ctx, self.lower_order_final, avail)
+        p = step_order(self.formula_order, k, ctx, self.lower_order_final, avail)
         lin = p1.sigma / p0.sigma if p0.sigma > 0 else 0.0
         if p == 1:
             x1 = lin * x + (-p1.alpha * math.expm1(-h)) * d0
@@ -95,13 +96,13 @@ class DPMSolverPP(Sampler):
             d2 = (e0 - e1) / (r0 + r1)
             a = p1.alpha * h
             x1 = lin * x + (a * phi(1, -h)) * d0 + (a * phi(2, -h)) * d1 + (2.0 * a * phi(3, -h)) * d2
-        return x1, push(state, HistoryEntry(t0, p0.log_snr, d0), self.order - 1)
+        return x1, push(state, HistoryEntry(t0, p0.log_snr, d0), self.formula_order - 1)
 
     def init(self, ctx, x):
         return ()
 
     def __repr__(self) -> str:
-        return f"DPMSolverPP(order={self.order}, lower_order_final={self.lower_order_final})"
+        return f"DPMSolverPP(order={self.formula_order}, lower_order_final={self.lower_order_final})"
 
 
 class SDEDPMSolverPP(Sampler):

@@ -52,7 +52,8 @@ class IPNDM(Sampler):
     nfe_per_step = 1
 
     def __init__(self, order: int = 4, *, variable_step: bool = True) -> None:
-        self.order = check_order("order", order, 1, 4)
+        self.formula_order = check_order("order", order, 1, 4)  # int; `order`: the float
+        self.order = float(self.formula_order)
         self.variable_step = check_bool("variable_step", variable_step)
 
     def step(self, ctx, k, t0, t1, x, state):
@@ -67,7 +68,7 @@ class IPNDM(Sampler):
             if not math.isfinite(math.exp(-e.log_snr)):
                 break
             usable += 1
-        q = min(self.order, 1 + usable) if math.isfinite(s0) else 1
+        q = min(self.formula_order, 1 + usable) if math.isfinite(s0) else 1
         y1 = d0 + s1 * eps0
         if q > 1:
             nodes = [s0] + [math.exp(-e.log_snr) for e in hist[: q - 1]]
@@ -77,7 +78,7 @@ class IPNDM(Sampler):
                 w = [(s1 - s0) * b for b in _AB[q]]
             for wj, e in zip(w[1:], hist[: q - 1]):
                 y1 = y1 + wj * (e.value - eps0)
-        return p1.alpha * y1, push(state, HistoryEntry(t0, p0.log_snr, eps0), self.order - 1)
+        return p1.alpha * y1, push(state, HistoryEntry(t0, p0.log_snr, eps0), self.formula_order - 1)
 
     def __repr__(self) -> str:
-        return f"IPNDM(order={self.order}, variable_step={self.variable_step})"
+        return f"IPNDM(order={self.formula_order}, variable_step={self.variable_step})"
