@@ -100,3 +100,35 @@ def test_errors_name_the_argument():
                            dtype=torch.float64)
     with pytest.raises(ValueError, match="cover"):
         gather_shards(shard, 4)
+
+
+@pytest.mark.slow
+def test_cli_sample_under_torchrun_equals_one_process(tmp_path):
+    """`torchrun --nproc_per_node=2 -m sdekit sample` (gloo, loopback) writes exactly the samples of one
+    process: float64 checkpoint, a stochastic sampler, batches split unevenly between the ranks."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sdekit.cli import main
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    run = tmp_path / "run"
+    assert main(["train", "--data", "moons", "--n-train", "128", "--batch-size", "32", "--width", "16", "--depth",
+                 "1", "--threads", "1", "--no-progress", "--steps", "3", "--dtype", "float64", "--out", str(run)]) == 0
+    args = ["--checkpoint", str(run), "--num-samples", "45", "--batch-size", "8", "--solver", "euler-maruyama",
+            "--steps", "20", "--seed", "5", "--threads", "1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [str(torchrun), "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
+         "-m", "sdekit", "sample", *args, "--out", str(tmp_path / "two.pt")],
+        capture_output=True, text=True, env=env, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "2 processes" in proc.stdout and "45 samples" in proc.stdout
+    assert main(["sample", *args, "--out", str(tmp_path / "one.pt")]) == 0
+    two, one = torch.load(tmp_path / "two.pt"), torch.load(tmp_path / "one.pt")
+    assert one.shape == (45, 2) and one.dtype == torch.float64
+    assert torch.equal(two, one)

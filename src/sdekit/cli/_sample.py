@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
 import torch
 
 from ..data import get_dataset
-from ..train import CheckpointError, load_checkpoint, load_weights
+from ..train import CheckpointError, init_distributed, load_checkpoint, load_weights
 from ._common import (
     SAMPLE_SUFFIXES,
     CLIError,
@@ -25,10 +26,15 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "sample", help="draw samples from a trained checkpoint",
         description="Sample a checkpoint with the probability-flow ODE (default), DDIM or the reverse SDE "
-        f"and write them to --out ({', '.join(SAMPLE_SUFFIXES)}).",
+        f"and write them to --out ({', '.join(SAMPLE_SUFFIXES)}). Sample i depends on (--seed, i) only, so "
+        "under `torchrun --nproc_per_node=N -m sdekit sample ...` the ranks share the batches of the job and "
+        "rank 0 writes exactly what one process writes.",
     )
     p.add_argument("--checkpoint", required=True, help="run directory written by `sdekit train`")
-    p.add_argument("--n", type=positive_int, default=1000, help="number of samples (default 1000)")
+    p.add_argument("--n", type=positive_int, default=1000,
+                   help="number of samples (default 1000; under torchrun write --num-samples, since torchrun "
+                   "reads --n as an abbreviation of its own options)")
+    p.add_argument("--num-samples", dest="n", type=positive_int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--out", required=True, help="output file: .pt, .safetensors, .npy or .png")
     p.add_argument("--solver", choices=SOLVERS, default="ode", help="sampler (default ode)")
     p.add_argument("--ode-method", default="dopri5",
@@ -61,8 +67,12 @@ def load_run(directory: Path, which: str = "ema", device: str | torch.device = "
 def draw(spec: RunSpec, model, schedule, n: int, *, solver: str = "ode", ode_method: str = "dopri5",
          rtol: float = 1e-5, steps: int | None = None, seed: int = 0, class_label: int | None = None,
          batch_size: int = 4096, progress: bool = False) -> tuple[torch.Tensor, int]:
-    """Sample ``n`` points in batches; returns ``(samples, model calls)``."""
-    from ..diffusion import sample
+    """Sample ``n`` points in batches of per-sample-seeded draws, sharded over the ranks of an initialised
+    process group (:func:`sdekit.diffusion.sample_sharded`); returns ``(samples, model calls)``, the
+    samples on rank 0 only (``None`` on the others) and the calls of all ranks."""
+    import torch.distributed as dist
+
+    from ..diffusion import gather_shards, sample_sharded
 
     info = get_dataset(spec.data)
     try:
@@ -71,21 +81,23 @@ def draw(spec: RunSpec, model, schedule, n: int, *, solver: str = "ode", ode_met
         raise CLIError(str(e)) from None
     steps = default_steps(solver, ode_method) if steps is None else steps
     device = next(model.parameters()).device
-    g = torch.Generator(device=device).manual_seed(seed)
-    out, nfe = [], 0
-    for start in range(0, n, batch_size):
-        b = min(batch_size, n - start)
-        kwargs = None
-        if class_label is not None:
-            kwargs = {"class_labels": torch.full((b,), class_label, dtype=torch.long, device=device)}
-        x_T = schedule.prior_sample((b, *info.event_shape), g, dtype=spec.torch_dtype, device=device)
-        with torch.no_grad():
-            x, meta = sample(model, schedule, x_T, solver=sampler, steps=steps, prediction=spec.prediction,
-                             generator=g, model_kwargs=kwargs, progress=progress, return_info=True,
-                             denoise_final=solver == "euler-maruyama")
-        out.append(x)
-        nfe += meta.nfe
-    return torch.cat(out), nfe
+    kwargs = None
+    if class_label is not None:
+        def kwargs(idx):
+            return {"class_labels": torch.full((idx.numel(),), class_label, dtype=torch.long, device=device)}
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    with torch.no_grad():
+        shard = sample_sharded(model, schedule, info.event_shape, n, seed=seed, batch_size=batch_size,
+                               solver=sampler, steps=steps, prediction=spec.prediction, model_kwargs=kwargs,
+                               denoise_final=solver == "euler-maruyama", dtype=spec.torch_dtype, device=device,
+                               progress=progress and (not distributed or dist.get_rank() == 0))
+    x = gather_shards(shard, n)
+    nfe = shard.nfe
+    if distributed:
+        total = torch.tensor([nfe], dtype=torch.int64, device=device)
+        dist.all_reduce(total)
+        nfe = int(total.item())
+    return x, nfe
 
 
 def run(args) -> int:
@@ -96,7 +108,16 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise CLIError(f"--device {args.device}: CUDA is not available on this machine")
-    spec, model, schedule = load_run(Path(args.checkpoint), args.weights, args.device)
+    ctx = init_distributed(device=args.device)      # torchrun: one shard of the job per rank
+    try:
+        return _sample(args, out, ctx)
+    finally:
+        if ctx.distributed and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _sample(args, out: Path, ctx) -> int:
+    spec, model, schedule = load_run(Path(args.checkpoint), args.weights, ctx.device)
     num_classes = get_dataset(spec.data).num_classes
     if args.class_label is not None and (num_classes is None or args.class_label >= num_classes):
         fits = "this data set has no labels" if num_classes is None else f"labels are 0..{num_classes - 1}"
@@ -106,7 +127,10 @@ def run(args) -> int:
                   rtol=args.rtol, steps=args.steps, seed=args.seed, class_label=args.class_label,
                   batch_size=args.batch_size, progress=args.progress)
     seconds = time.perf_counter() - start
+    if not ctx.is_main:
+        return 0
     save_samples(out, x, title=f"{spec.data}: {args.solver}")
+    where = f", {ctx.world_size} processes" if ctx.distributed else ""
     say(f"wrote {x.shape[0]} samples of shape {tuple(x.shape[1:])} to {out} "
-        f"(solver {args.solver}, {nfe} model calls, {seconds:.1f} s)")
+        f"(solver {args.solver}, {nfe} model calls, {seconds:.1f} s{where})")
     return 0
