@@ -2,6 +2,7 @@
 time grids and samplers (see ``docs/architecture.md``)."""
 
 from ._utils import as_time, batch_time, broadcast_like
+from .adjoint import AdjointDEIS, Backprop
 from .gits import GITS, gits_path
 from .interop import DiffusersModel, from_diffusers
 from .losses import (
@@ -93,6 +94,8 @@ __all__ = [
     "sample", "Sampler", "SamplerContext", "SampleInfo", "DDIM", "EulerMaruyama", "PFODE", "SAMPLERS",
     "get_sampler", "DPMSolverPP", "SDEDPMSolverPP", "DEIS", "IPNDM", "UniPC", "EDMHeun", "PredictorCorrector",
     "SASolver", "ERSDE",
+    # gradients through sampling
+    "AdjointDEIS", "Backprop",
     # fitted grids, sharded sampling, diffusers models
     "GITS", "gits_path", "sample_sharded", "gather_shards", "Shard", "from_diffusers", "DiffusersModel",
 ]

@@ -66,7 +66,7 @@ def sample(model, schedule: Schedule, x_T: torch.Tensor, *, solver="dpm++2m", st
            timesteps=None, prediction="eps", denoise_final: bool = False,
            generator: torch.Generator | None = None, bm=None, progress: bool = False,
            model_kwargs: dict | None = None, time_input=None, return_info: bool = False,
-           return_trajectory: bool = False):
+           return_trajectory: bool = False, adjoint=None):
     r"""Run a sampler from ``x_T`` at the first grid time down to the last one.
 
     Arguments:
@@ -99,6 +99,11 @@ def sample(model, schedule: Schedule, x_T: torch.Tensor, *, solver="dpm++2m", st
         return_info: also return a :class:`~sdekit.diffusion.SampleInfo` (``nfe``, grid, solver).
         return_trajectory: store the states at all grid times in ``info.trajectory`` (implies
             ``return_info``).
+        adjoint: how gradients flow through the sampler: ``None`` or :class:`~sdekit.diffusion.Backprop`
+            (autograd records every step, memory linear in the steps) or
+            :class:`~sdekit.diffusion.AdjointDEIS` (the adjoint equations solved backwards, memory
+            independent of the steps; gradients reach ``x_T``, the ``model_kwargs`` tensors that require
+            grad and the model's parameters; see :mod:`sdekit.diffusion.adjoint`).
 
     Returns:
         ``x`` of the shape and dtype of ``x_T``, or ``(x, info)``.
@@ -112,6 +117,12 @@ def sample(model, schedule: Schedule, x_T: torch.Tensor, *, solver="dpm++2m", st
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a sdekit.diffusion.Schedule, got {type(schedule).__name__}")
     check_tensor("x_T", x_T, min_dim=1)
+    if adjoint is not None:
+        from ..adjoint import check_sampling_adjoint  # imported here: the adjoint module imports samplers
+
+        adjoint = check_sampling_adjoint(adjoint)
+        if adjoint is not None and return_trajectory:
+            raise ValueError("return_trajectory=True keeps every state; it needs adjoint=None or Backprop()")
     sampler = get_sampler(solver)
     if steps is None and timesteps is None and sampler.nfe_per_step is None:
         steps = 1
@@ -128,8 +139,13 @@ def sample(model, schedule: Schedule, x_T: torch.Tensor, *, solver="dpm++2m", st
     def step(k, t0, t1, x, state):
         return sampler.step(ctx, k, t0, t1, x, state)
 
-    states = _fixed_loop(step, x_T, sampler.init(ctx, x_T), grid, saves, lambda values: values,
-                         f"sample[{sampler.name}]", progress)
+    if adjoint is not None:
+        from ..adjoint import sample_with_adjoint
+
+        states = [sample_with_adjoint(adjoint, sampler, ctx, denoiser.denoiser, x_T, progress=progress)]
+    else:
+        states = _fixed_loop(step, x_T, sampler.init(ctx, x_T), grid, saves, lambda values: values,
+                             f"sample[{sampler.name}]", progress)
     x = states[-1]
     if denoise_final:
         x = denoiser(x, grid[-1])
