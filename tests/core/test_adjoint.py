@@ -7,7 +7,8 @@ import torch
 
 import sdekit
 from sdekit import Backprop, BrownianPath, Checkpointed, ContinuousAdjoint, ReversibleAdjoint
-from sdekit.core.adjoint import _ReversibleAdjointFn, _ReversibleSpec, _sde_fixed_setup
+from sdekit.core.adjoint import _ReversibleAdjointFn, _ReversibleSpec, _sde_fixed_setup, _StepGrid
+from sdekit.core.integrate import _fixed_grid
 from sdekit.core.sde import Problem
 from sdekit.core.solvers import ReversibleHeun
 
@@ -156,6 +157,18 @@ def test_decreasing_times_and_tuple_states(adjoint):
                             else 1e-9)
 
 
+@pytest.mark.parametrize("noise_type", ["diagonal", "general"])
+def test_continuous_adjoint_decreasing_times_ito(noise_type):
+    """ts decreasing: the forward solver sees the time-reversed Ito SDE; the adjoint is that one's."""
+    sde, y0, _, _, bm = _setup(noise_type, "ito", T=0.6)
+    ts = [0.6, 0.2, 0.0]
+    weights = torch.randn(3, 4, 3, dtype=F64, generator=torch.Generator().manual_seed(3))
+    kwargs = dict(method="euler", dt=2e-3, bm=bm)
+    _, expected = _gradients(sde, y0, ts, weights, **kwargs)
+    _, got = _gradients(sde, y0, ts, weights, adjoint=ContinuousAdjoint(), **kwargs)
+    _assert_gradients_close(got, expected, rtol=1e-2)
+
+
 def test_continuous_adjoint_float32_default_brownian():
     """bm=None: the adjoint builds a seeded grid both solves share (float32 times snap to it)."""
     sde = NeuralSDE("general", "ito").float()
@@ -168,12 +181,19 @@ def test_continuous_adjoint_float32_default_brownian():
 
 
 def test_continuous_adjoint_adaptive_and_custom_method():
-    sde, y0, ts, weights, bm = _setup("diagonal", "stratonovich")
+    sde, y0, ts, weights, _ = _setup("diagonal", "stratonovich", T=0.5)
+    bm = BrownianPath(0.0, 0.5, (4, 3), seed=9, dtype=F64)  # full depth: queries off the forward grid
     _, expected = _gradients(sde, y0, ts, weights, method="midpoint", dt=2e-3, bm=bm)
-    for strategy in (ContinuousAdjoint(method="heun"),
-                     ContinuousAdjoint(adaptive=True, dt=1e-2, rtol=1e-3, atol=1e-5)):
+    for strategy in (ContinuousAdjoint(method="heun"),  # on the forward grid
+                     ContinuousAdjoint(dt=1e-3),  # a finer grid: shared times snap to the forward ones
+                     ContinuousAdjoint(adaptive=True, dt=1e-2, rtol=1e-4, atol=1e-6)):
         _, got = _gradients(sde, y0, ts, weights, method="midpoint", dt=2e-3, bm=bm, adjoint=strategy)
         _assert_gradients_close(got, expected, rtol=1e-2)
+    # An adaptive forward solve: backprop through its accepted steps against the adjoint.
+    kwargs = dict(method="midpoint", dt=1e-2, bm=bm, adaptive=True, rtol=1e-4, atol=1e-6)
+    _, expected = _gradients(sde, y0, ts, weights, **kwargs)
+    _, got = _gradients(sde, y0, ts, weights, adjoint=ContinuousAdjoint(adaptive=True), **kwargs)
+    _assert_gradients_close(got, expected, rtol=2e-2)
 
 
 def test_explicit_params_for_plain_callables():
@@ -283,10 +303,23 @@ def test_reversible_heun_reconstructs_the_forward_path(noise_type):
     rebuilt = torch.stack(spec.trace[::-1])  # y at grid points 0 .. n-1
     assert len(spec.setup.grid) == n + 1
     # The forward path at every grid point (the very same times, so the same Brownian increments).
-    forward = sdekit.sdeint(sde, y0, spec.setup.grid, method="reversible_heun", dt=dt, bm=bm).detach()
+    grid = [spec.setup.grid[k] for k in range(n + 1)]
+    forward = sdekit.sdeint(sde, y0, grid, method="reversible_heun", dt=dt, bm=bm).detach()
     assert rebuilt.shape == forward[:-1].shape
     torch.testing.assert_close(rebuilt, forward[:-1], rtol=0, atol=1e-6)
     assert float((rebuilt - forward[:-1]).abs().max()) < 1e-10  # in fact exact to rounding
+
+
+@pytest.mark.parametrize("ts,dt", [([0.0, 1.0], 1e-3), ([0.0, 0.1, 0.45, 1.0], 0.03),
+                                   ([-1.0, -0.7, 0.2, 0.21], 0.05), ([0.0, 1e-3, 2.5], 7e-4)])
+def test_step_grid_is_the_loop_grid(ts, dt):
+    """The strategies compute sdeint's fixed grid on demand (memory independent of the step count)."""
+    grid, saves = _fixed_grid(ts, dt)
+    lazy = _StepGrid(ts, dt)
+    assert len(lazy) == len(grid) and lazy.saves == saves
+    assert [lazy[k] for k in range(len(lazy))] == grid  # bit for bit
+    view = lazy[len(grid) - 1:0:-2]
+    assert [view[k] for k in range(len(view))] == grid[len(grid) - 1:0:-2]
 
 
 # --------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ def _inputs():
 
 @pytest.mark.parametrize("name,adjoint,method,sde_type", [
     ("backprop", Backprop(), "euler", "ito"),
-    ("checkpointed", Checkpointed(segments=4), "milstein", "ito"),
+    ("checkpointed", lambda theta: Checkpointed(segments=4, params=(theta,)), "milstein", "ito"),
     ("reversible", lambda theta: ReversibleAdjoint(params=(theta,)), "reversible_heun", "stratonovich"),
 ])
 def test_exact_strategies_pass_gradcheck(name, adjoint, method, sde_type):
@@ -75,7 +75,8 @@ class Field(torch.nn.Module):
     def __init__(self, d=3, hidden=16):
         super().__init__()
         torch.manual_seed(0)
-        self.net = torch.nn.Sequential(torch.nn.Linear(d + 1, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, d))
+        self.net = torch.nn.Sequential(torch.nn.Linear(d + 1, hidden), torch.nn.Tanh(),
+                                       torch.nn.Linear(hidden, d))
         self.to(F64)
 
     def forward(self, t, y):
@@ -128,7 +129,7 @@ def test_ode_continuous_adjoint_tuple_state_and_other_backward_method():
     expected = grads(None)
     _close(grads(ContinuousAdjoint(params=(w,))), expected, 1e-6)
     _close(grads(ContinuousAdjoint(method="rk4", dt=1e-2, params=(w,))), expected, 1e-6)
-    _close(grads(Checkpointed()), expected, 1e-12)
+    _close(grads(Checkpointed(params=(w,))), expected, 1e-12)
 
 
 def test_ode_gradcheck():
@@ -136,7 +137,8 @@ def test_ode_gradcheck():
     y00 = torch.tensor([[0.5, -1.0], [1.5, 0.2]], dtype=F64, requires_grad=True)
 
     def field(theta):
-        return lambda t, y: torch.stack([theta[0] * y[:, 1], theta[1] * torch.sin(y[:, 0]) + theta[2] * t], -1)
+        return lambda t, y: torch.stack([theta[0] * y[:, 1], theta[1] * torch.sin(y[:, 0]) + theta[2] * t],
+                                        -1)
 
     def loss_with(adjoint, **kw):
         def loss(y0, theta):
@@ -145,7 +147,8 @@ def test_ode_gradcheck():
         return loss
 
     exact = dict(method="rk4", dt=0.05)
-    assert torch.autograd.gradcheck(loss_with(lambda th: Checkpointed(segments=3), **exact), (y00, theta0))
+    checkpointed = loss_with(lambda th: Checkpointed(segments=3, params=(th,)), **exact)
+    assert torch.autograd.gradcheck(checkpointed, (y00, theta0))
     assert torch.autograd.gradcheck(loss_with(lambda th: Backprop(), **exact), (y00, theta0))
     assert torch.autograd.gradcheck(
         loss_with(lambda th: ContinuousAdjoint(params=(th,)), rtol=1e-11, atol=1e-12), (y00, theta0),

@@ -7,7 +7,7 @@ entry points stay the same. Four strategies:
 strategy                    gradient                                     memory in the step count n
 ==========================  ===========================================  ==========================
 :class:`Backprop`           exact for the discretisation (autograd)      O(n)
-:class:`Checkpointed`       exact for the discretisation (recomputation) O(sqrt(n)) by default
+:class:`Checkpointed`       exact for the discretisation (recomputed)    O(sqrt(n)) by default
 :class:`ContinuousAdjoint`  the adjoint SDE/ODE solved backwards         O(1) (plus the outputs)
 :class:`ReversibleAdjoint`  exact for reversible Heun (steps inverted)   O(1) (plus the outputs)
 ==========================  ===========================================  ==========================
@@ -48,8 +48,9 @@ diffusion evaluation (plus their vector-Jacobian product) per step and memory in
 **Parameters.** The gradient is taken with respect to ``y0`` and to ``params``: by default the
 parameters (``requires_grad=True``) of the SDE, or of the ODE function, when it is a
 ``torch.nn.Module`` (or a bound method of one); for plain callables pass them explicitly,
-``ContinuousAdjoint(params=(w, b))``. ``Backprop`` and ``Checkpointed`` use autograd and see every
-tensor the functions close over, so they need no ``params``.
+``ContinuousAdjoint(params=(w, b))``. Only ``Backprop`` sees every tensor the functions close over
+by itself; the other strategies differentiate with respect to the listed tensors (and warn when a
+plain function is given without ``params``).
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ from dataclasses import dataclass
 
 import torch
 from torch.autograd.function import once_differentiable
-from torch.utils.checkpoint import checkpoint
 
+from ._noise import mix64, normalize_seed
 from .brownian import BrownianGrid, BrownianPath
 from .integrate import (
     _fixed_grid,
@@ -133,27 +134,32 @@ class Backprop(AdjointStrategy):
 
 class Checkpointed(AdjointStrategy):
     """Backpropagation with recomputation: only the state at the ends of ``segments`` groups of
-    steps is kept; each group is re-run during the backward pass (``torch.utils.checkpoint``).
+    steps is kept; each group is run again, with a graph, during the backward pass.
 
     The gradient equals :class:`Backprop`'s exactly (same steps, same Brownian increments); memory is
     ``O(segments + n / segments)`` for ``n`` steps, ``O(sqrt(n))`` with the default
     ``segments = round(sqrt(n))``, at the cost of a second forward pass.
 
     For SDEs it needs fixed steps; for adaptive ODE methods the accepted step grid is recorded in a
-    first pass without gradients and then replayed with checkpointing (same values, same gradients).
+    first pass without gradients and then replayed in groups (same values, same gradients).
 
     Arguments:
         segments: number of groups of steps (default ``round(sqrt(n))``).
+        params: tensors to differentiate besides ``y0`` (default: the parameters of the SDE / ODE
+            function when it is an ``nn.Module``); the recomputation differentiates with respect to
+            these explicitly, so tensors a plain function closes over must be listed.
 
     Reference: Griewank & Walther, "Algorithm 799: revolve", ACM TOMS 26(1), 2000 (the classical
-    sqrt(n) schedule is its one-level special case).
+    sqrt(n) schedule is its one-level special case); Chen, Xu, Zhang & Guestrin, "Training deep nets
+    with sublinear memory cost", 2016.
     """
 
-    def __init__(self, segments: int | None = None) -> None:
+    def __init__(self, segments: int | None = None, *, params=None) -> None:
         if segments is not None and (isinstance(segments, bool) or not isinstance(segments, int)
                                      or segments < 1):
             raise ValueError(f"segments must be a positive int or None, got {segments!r}")
         self.segments = segments
+        self.params = _check_params(params)
 
     def __repr__(self) -> str:
         return f"Checkpointed(segments={self.segments})"
@@ -287,41 +293,177 @@ def _t_tensor(value: float, dtype, device) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# Fixed-step set-up shared by the step-level strategies (checkpointed, reversible)
+# Fixed-step set-up shared by the step-level strategies, in memory independent of the step count
 # --------------------------------------------------------------------------------------------
+_CHUNK = 32  # time tensors and Brownian increments are materialised this many steps at a time
+
+
+class _StepGrid:
+    """The fixed grid of :func:`sdeint` (the same floats as ``integrate._fixed_grid``), computed on
+    demand: per output interval ``[a, b]``, ``n`` equal steps ``a + (b - a) k / n``.
+
+    Indexing by an int gives a time; by a slice, a :class:`_GridView`. ``saves`` holds the grid
+    index of every output time."""
+
+    def __init__(self, ts: list[float], dt: float) -> None:
+        self.pieces = []
+        self.saves = [0]
+        for a, b in zip(ts[:-1], ts[1:]):
+            n = max(1, math.ceil((b - a) / dt - 1e-9))
+            self.pieces.append((a, b, n))
+            self.saves.append(self.saves[-1] + n)
+
+    def __len__(self) -> int:
+        return self.saves[-1] + 1
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return _GridView(self, range(len(self))[k])
+        if k < 0:
+            k += len(self)
+        i = bisect.bisect_right(self.saves, k) - 1
+        if i == len(self.pieces):
+            return self.pieces[-1][1]
+        a, b, n = self.pieces[i]
+        j = k - self.saves[i]
+        return a if j == 0 else a + (b - a) * j / n
+
+
+class _GridView:
+    """A range of grid indices (possibly reversed) of a :class:`_StepGrid`, times multiplied by
+    ``sign``; behaves like the list of those times."""
+
+    def __init__(self, grid: _StepGrid, indices: range, sign: float = 1.0) -> None:
+        self.grid, self.indices, self.sign = grid, indices, sign
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return _GridView(self.grid, self.indices[k], self.sign)
+        return self.sign * self.grid[self.indices[k]]
+
+    def negated(self) -> _GridView:
+        return _GridView(self.grid, self.indices, -self.sign)
+
+
+class _LazyTimes:
+    """The time tensors of a grid, created ``_CHUNK`` at a time (two chunks cached)."""
+
+    def __init__(self, grid, dtype, device) -> None:
+        self.grid, self.dtype, self.device = grid, dtype, device
+        self._cache: dict[int, tuple] = {}
+
+    def __len__(self) -> int:
+        return len(self.grid)
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        c, j = divmod(k, _CHUNK)
+        chunk = self._cache.get(c)
+        if chunk is None:
+            values = [self.grid[i] for i in range(c * _CHUNK, min(len(self.grid), (c + 1) * _CHUNK))]
+            chunk = torch.tensor(values, dtype=self.dtype, device=self.device).unbind(0)
+            if len(self._cache) >= 2:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[c] = chunk
+        return chunk[j]
+
+
+def _lazy_time_tensors(dtype, device):
+    """``t_of`` for :func:`_fixed_loop`: lists as usual, grids and views lazily."""
+    eager = _time_tensors(dtype, device)
+
+    def t_of(values):
+        if isinstance(values, (_StepGrid, _GridView)):
+            return _LazyTimes(values, dtype, device)
+        return eager(values)
+
+    return t_of
+
+
+class _ChunkedBrownian:
+    """Brownian increments on a :class:`_StepGrid`, one seeded :class:`BrownianGrid` per chunk of
+    steps: the default source (``bm=None``) of the step-level strategies, queried by step index in
+    the forward and the backward pass, with memory independent of the number of steps."""
+
+    def __init__(self, grid: _StepGrid, shape, dtype, device, levy_area) -> None:
+        self.grid, self.shape, self.dtype, self.device = grid, shape, dtype, device
+        self.levy_area = levy_area
+        self.seed = normalize_seed(None, None)
+        self._chunks: dict[int, BrownianGrid] = {}
+
+    def increment(self, k: int, return_U: bool = False):
+        c, j = divmod(k, _CHUNK)
+        source = self._chunks.get(c)
+        if source is None:
+            times = [self.grid[i] for i in range(c * _CHUNK, min(len(self.grid) - 1, (c + 1) * _CHUNK) + 1)]
+            source = BrownianGrid(times, self.shape, seed=mix64(self.seed, c), dtype=self.dtype,
+                                  device=self.device, levy_area=self.levy_area)
+            if len(self._chunks) >= 2:
+                self._chunks.pop(next(iter(self._chunks)))
+            self._chunks[c] = source
+        return source.increment(j, return_U=return_U)
+
+
 @dataclass
 class _FixedSDE:
     problem: object  # Problem or FlippedProblem: the solver's view (time s increasing)
     solver: SDESolver
-    grid: list[float]
+    grid: _StepGrid  # on the solver's axis s
     saves: list[int]
-    noise: object  # noise(k, t0, t1)
+    noise: object  # noise(k, s0, s1): the increment of step k
     t_of: object
     name: str
     progress: bool
 
+    def step(self, k, t0, t1, y, state):
+        return self.solver.step(self.problem, t0, t1, y, self.noise(k, t0, t1), state)
+
+    def init(self, y0):
+        return self.solver.init(self.problem, self.t_of([self.grid[0]])[0], y0)
+
+    def run(self, y0, step=None):
+        """The forward solve; returns the states at ``saves`` and the final solver state."""
+        step = step or self.step
+        last = [None]
+
+        def tracked(k, t0, t1, y, state):
+            y, state = step(k, t0, t1, y, state)
+            last[0] = state
+            return y, state
+
+        state0 = self.init(y0)
+        last[0] = state0
+        ys = _fixed_loop(tracked, y0, state0, self.grid, self.saves, self.t_of, self.name, self.progress)
+        return ys, last[0]
+
 
 def _sde_fixed_setup(problem: Problem, solver: SDESolver, ts_list, dt, bm, progress: bool) -> _FixedSDE:
-    """The fixed grid and Brownian increments that :func:`sdeint` would use, built once so the backward
-    pass can query the very same increments (``bm=None`` becomes a seeded :class:`BrownianGrid`)."""
+    """The fixed grid and Brownian increments that :func:`sdeint` uses, as objects the backward pass
+    can query again step by step (``bm=None`` becomes a seeded :class:`_ChunkedBrownian`)."""
     flip = ts_list[1] < ts_list[0]
     prob = FlippedProblem(problem) if flip else problem
     ts_s = [-t for t in ts_list] if flip else list(ts_list)
-    grid, saves = _fixed_grid(ts_s, 1e-3 if dt is None else dt)
+    grid = _StepGrid(ts_s, 1e-3 if dt is None else dt)
     levy = solver.levy_area
-    grid_obj = None
+    shape, dtype, device = problem.brownian_shape, problem.dtype, problem.device
     if bm is None:
-        grid_obj = BrownianGrid(grid, problem.brownian_shape, dtype=problem.dtype, device=problem.device,
-                                levy_area="space-time" if levy else None)
-    elif (isinstance(bm, BrownianGrid) and not flip and len(bm) == len(grid) - 1
-          and torch.allclose(bm.times, torch.tensor(grid, dtype=torch.float64), rtol=0,
-                             atol=1e-12 * abs(grid[-1] - grid[0]))):
-        if tuple(bm.shape) != tuple(problem.brownian_shape):
-            raise ValueError(f"bm has shape {bm.shape} but the SDE needs Brownian increments of shape "
-                             f"{tuple(problem.brownian_shape)}")
-        grid_obj = bm
-    noise = _noise_source(bm, flip, levy, grid_obj, problem.brownian_shape, problem.dtype, problem.device)
-    return _FixedSDE(prob, solver, grid, saves, noise, _time_tensors(problem.dtype, problem.device),
+        source = _ChunkedBrownian(grid, shape, dtype, device, "space-time" if levy else None)
+
+        def noise(k, s0, s1):
+            return source.increment(k, return_U=levy)
+    else:
+        grid_obj = None
+        if isinstance(bm, BrownianGrid) and not flip and len(bm) == len(grid) - 1:
+            times = torch.tensor([grid[i] for i in range(len(grid))], dtype=torch.float64)
+            if torch.allclose(bm.times, times, rtol=0, atol=1e-12 * abs(grid[-1] - grid[0])):
+                if tuple(bm.shape) != tuple(shape):
+                    raise ValueError(f"bm has shape {bm.shape} but the SDE needs Brownian increments of "
+                                     f"shape {tuple(shape)}")
+                grid_obj = bm
+        noise = _noise_source(bm, flip, levy, grid_obj, shape, dtype, device)
+    return _FixedSDE(prob, solver, grid, grid.saves, noise, _lazy_time_tensors(dtype, device),
                      f"sdeint[{solver.name}]", progress)
 
 
@@ -335,9 +477,34 @@ def _state_tensors(state) -> tuple:
                     f"{type(state).__name__}")
 
 
-def _checkpointed_loop(step, y0, state0, grid, saves, t_of, name, progress, segments):
-    """Run ``step`` over ``grid`` in groups of steps, each under ``torch.utils.checkpoint``; return ``y``
-    at the grid indices ``saves`` (``saves[0] == 0``)."""
+class _SegmentFn(torch.autograd.Function):
+    """One group of steps run without a graph; the backward pass re-runs it with one and
+    backpropagates through it, so a single group's graph exists at any time. (``torch.utils.checkpoint``
+    without reentrancy keeps every step's autograd nodes, about 1 kB each, which makes memory grow
+    linearly again; its reentrant form does not work with ``torch.autograd.grad``.)"""
+
+    @staticmethod
+    def forward(ctx, run, n_state: int, y, *state_and_params):
+        ctx.run, ctx.n_state = run, n_state
+        ctx.save_for_backward(y, *state_and_params)
+        return run(y, *state_and_params[:n_state])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grad_outputs):
+        y, *rest = ctx.saved_tensors
+        state, params = rest[:ctx.n_state], rest[ctx.n_state:]
+        inputs = [y.detach().requires_grad_(True), *(s.detach().requires_grad_(True) for s in state)]
+        with torch.enable_grad():
+            outputs = ctx.run(*inputs)
+            grads = _vjp(outputs, (*inputs, *params), [torch.zeros_like(o) if g is None else g
+                                                       for o, g in zip(outputs, grad_outputs)])
+        return (None, None, *grads)
+
+
+def _checkpointed_loop(step, y0, state0, grid, saves, t_of, name, progress, segments, params):
+    """Run ``step`` over ``grid`` in groups of steps, each a :class:`_SegmentFn`; return ``y`` at the
+    grid indices ``saves`` (``saves[0] == 0``)."""
     n = len(grid) - 1
     count = min(n, segments if segments is not None else max(1, round(math.sqrt(n))))
     bounds = sorted({round(i * n / count) for i in range(count + 1)})
@@ -364,7 +531,7 @@ def _checkpointed_loop(step, y0, state0, grid, saves, t_of, name, progress, segm
             ys = _fixed_loop(local_step, y_in, rebuild(state_in), grid[a:b + 1], local_saves, t_of, name)
             return (*ys[1:], *_state_tensors(last[0]))
 
-        result = checkpoint(segment, y, *flat_state, use_reentrant=False)
+        result = _SegmentFn.apply(segment, len(flat_state), y, *flat_state, *params)
         outputs.extend(result[:len(inner)])
         y = result[len(inner)]
         flat_state = tuple(result[len(inner) + 1:])
@@ -482,9 +649,10 @@ class _ContinuousSpec:
     problem: Problem
     solver: SDESolver
     ts: list
+    fixed: _FixedSDE | None  # the forward solve on a fixed grid (None: adaptive)
+    mirror: bool  # the backward solve steps on the forward grid, with the forward increments
     dt: float | None
     bm: object
-    adaptive: bool
     rtol: float
     atol: float
     dt_min: float | None
@@ -502,9 +670,12 @@ class _ContinuousSpec:
 class _SDEContinuousAdjointFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spec: _ContinuousSpec, y0: torch.Tensor, *params):
-        ys = _solve_sde(spec.problem, spec.solver, y0.detach(), spec.ts, dt=spec.dt, bm=spec.bm,
-                        adaptive=spec.adaptive, rtol=spec.rtol, atol=spec.atol, dt_min=spec.dt_min,
-                        progress=spec.progress, max_steps=spec.max_steps)
+        if spec.fixed is not None:
+            ys, _ = spec.fixed.run(y0.detach())
+        else:
+            ys = _solve_sde(spec.problem, spec.solver, y0.detach(), spec.ts, dt=spec.dt, bm=spec.bm,
+                            adaptive=True, rtol=spec.rtol, atol=spec.atol, dt_min=spec.dt_min,
+                            progress=spec.progress, max_steps=spec.max_steps)
         ys = torch.stack(ys)
         ctx.spec = spec
         ctx.save_for_backward(ys, *params)
@@ -515,7 +686,10 @@ class _SDEContinuousAdjointFn(torch.autograd.Function):
     def backward(ctx, grad_ys):
         spec: _ContinuousSpec = ctx.spec
         ys, *params = ctx.saved_tensors
-        adjoint = _AdjointSDE(spec.problem, tuple(params))
+        params = tuple(params)
+        if spec.mirror:
+            return (None, *_mirrored_backward(spec, ys, grad_ys, params))
+        adjoint = _AdjointSDE(spec.problem, params)
         a = grad_ys[-1]
         a_params = torch.zeros(adjoint.np, dtype=ys.dtype, device=ys.device)
         for i in range(len(spec.ts) - 1, 0, -1):
@@ -529,98 +703,65 @@ class _SDEContinuousAdjointFn(torch.autograd.Function):
         return (None, a, *_unflat(a_params, params))
 
 
-class _GridTimes:
-    """Snap query times to a time grid (within a quarter of its smallest step).
+def _mirrored_backward(spec: _ContinuousSpec, ys, grad_ys, params):
+    """The backward solve on the forward grid: backward step ``j`` of an output interval undoes forward
+    step ``K`` and is driven by the same increment, reflected (``-dW_K``), so the Brownian path is the
+    same by construction, whatever the source. The adjoint is that of the problem the forward solver
+    saw (for decreasing ``ts``, the time-reversed one), integrated in ``u = -s``."""
+    fixed = spec.fixed
+    adjoint = _AdjointSDE(fixed.problem, params)
+    backward_problem = FlippedProblem(adjoint)
+    solver = spec.adjoint_solver
+    forward_times = fixed.t_of(fixed.grid)
+    levy = fixed.solver.levy_area
+    saves = fixed.saves
+    a = grad_ys[-1]
+    a_params = torch.zeros(adjoint.np, dtype=ys.dtype, device=ys.device)
+    for i in range(len(saves) - 1, 0, -1):
+        lo, hi = saves[i - 1], saves[i]
 
-    The backward solve of the continuous adjoint steps on the forward grid, but computes its times
-    from the other end, so they can differ from the forward ones in the last bit (and in float32 by
-    more). A Brownian source must be queried at the very same times in both solves: a
-    :class:`BrownianPath` draws a point inside a leaf from noise keyed by the exact time."""
+        def step(j, u0, u1, z, state, hi=hi):
+            K = hi - 1 - j
+            dW = fixed.noise(K, forward_times[K], forward_times[K + 1])
+            dW = dW[0] if levy else dW
+            return solver.step(backward_problem, u0, u1, z, -dW, state)
 
-    def __init__(self, times: list[float]) -> None:
-        self.increasing = times[-1] > times[0]
-        self.times = times if self.increasing else times[::-1]
-        self.tol = 0.25 * min(b - a for a, b in zip(self.times[:-1], self.times[1:]))
-
-    def index(self, t: float) -> int:
-        i = bisect.bisect_left(self.times, t)
-        best = min((j for j in (i - 1, i) if 0 <= j < len(self.times)), key=lambda j: abs(self.times[j] - t))
-        if abs(self.times[best] - t) > self.tol:
-            raise ValueError(f"internal: time {t} is not on the forward grid of the continuous adjoint")
-        return best if self.increasing else len(self.times) - 1 - best
-
-    def snap(self, t: float) -> float:
-        i = self.index(t)
-        return self.times[i if self.increasing else len(self.times) - 1 - i]
+        view = _GridView(fixed.grid, range(hi, lo - 1, -1), -1.0)
+        z = adjoint.pack(ys[i], a, a_params)
+        state0 = solver.init(backward_problem, fixed.t_of([view[0]])[0], z)
+        z = _fixed_loop(step, z, state0, view, [0, hi - lo], fixed.t_of, f"adjoint[{solver.name}]",
+                        fixed.progress)[-1]
+        _, a, a_params = adjoint.unpack(z)
+        a = a + grad_ys[i - 1]
+    return (a, *_unflat(a_params, params))
 
 
-class _GridLookup:
-    """A :class:`BrownianGrid` queried by (snapped) time: the default source of the continuous adjoint
-    when both solves step on the forward grid."""
+class _SnapToGrid:
+    """A Brownian source whose query times are moved onto the forward grid's times when within
+    rounding of them: a :class:`BrownianPath` draws a point inside a leaf from noise keyed by the exact
+    time, so a backward solve on a finer grid must hit the shared points in the very same float."""
 
-    def __init__(self, grid: BrownianGrid, times: list[float]) -> None:
-        self.grid = grid
-        self.times = _GridTimes(times)
+    def __init__(self, bm, fixed: _FixedSDE, sign: float) -> None:
+        self.bm, self.grid, self.sign = bm, fixed.grid, sign
+        self.dtype, self.device = fixed.problem.dtype, fixed.problem.device
+        self.ends = [b for _, b, _ in self.grid.pieces]
+        self.min_step = min((b - a) / n for a, b, n in self.grid.pieces)
+        self.eps = torch.finfo(self.dtype).eps
+
+    def _snap(self, t: float) -> float:
+        s = self.sign * t
+        i = min(bisect.bisect_left(self.ends, s), len(self.ends) - 1)
+        a, b, n = self.grid.pieces[i]
+        k = self.grid.saves[i] + min(n, max(0, round((s - a) / (b - a) * n)))
+        on_grid = self.grid[k]
+        tol = min(0.25 * self.min_step, max(1e-3 * self.min_step, 8 * self.eps * (1 + abs(s))))
+        if abs(on_grid - s) <= tol:
+            return self.sign * float(torch.tensor(on_grid, dtype=self.dtype))
+        return t
 
     def __call__(self, ta, tb, return_U: bool = False):
-        i, j = self.times.index(float(ta)), self.times.index(float(tb))
-        lo, hi = min(i, j), max(i, j)
-        if return_U:
-            if hi != lo + 1 or j < i:
-                raise ValueError("internal: space-time Levy area requested over more than one grid step")
-            return self.grid.increment(lo, return_U=True)
-        total = self.grid.increment(lo)
-        for k in range(lo + 1, hi):
-            total = total + self.grid.increment(k)
-        return total if j > i else -total
-
-
-class _SnappedBrownian:
-    """A user's Brownian source queried at the forward solve's exact times."""
-
-    def __init__(self, bm, times: list[float]) -> None:
-        self.bm = bm
-        self.times = _GridTimes(times)
-
-    def __call__(self, ta, tb, return_U: bool = False):
-        ta, tb = self.times.snap(float(ta)), self.times.snap(float(tb))
+        ta, tb = self._snap(float(ta)), self._snap(float(tb))
         return self.bm(ta, tb, return_U=True) if return_U else self.bm(ta, tb)
-
-
-def _forward_grid_times(problem: Problem, ts_list, dt) -> list[float]:
-    """The forward fixed grid in the original time, each time rounded to the state's dtype exactly as
-    the loop passes it to the Brownian source."""
-    flip = ts_list[1] < ts_list[0]
-    ts_s = [-t for t in ts_list] if flip else ts_list
-    grid, _ = _fixed_grid(ts_s, 1e-3 if dt is None else dt)
-    rounded = [float(t) for t in _time_tensors(problem.dtype, problem.device)(grid)]
-    return [-s for s in rounded] if flip else rounded
-
-
-def _adjoint_brownian(problem: Problem, solver: SDESolver, ts_list, dt, adaptive: bool, backward_dt,
-                      backward_adaptive: bool, bm):
-    """Brownian sources for the forward and the backward solve, on one path.
-
-    When both solves step on the forward grid, the backward queries are snapped to the forward times
-    (``bm=None``: a seeded :class:`BrownianGrid` on that grid). Otherwise the given source, or a new
-    :class:`BrownianPath` queryable at any time."""
-    levy = "space-time" if solver.levy_area else None
-    same_grid = not adaptive and not backward_adaptive and backward_dt == dt
-    if same_grid:
-        times = _forward_grid_times(problem, ts_list, dt)
-        if bm is not None:
-            return bm, _SnappedBrownian(bm, times)
-        flip = ts_list[1] < ts_list[0]
-        grid = BrownianGrid(times, problem.brownian_shape, dtype=problem.dtype, device=problem.device,
-                            levy_area=levy)
-        lookup = _GridLookup(grid, times)
-        return (lookup if flip else grid), lookup
-    if bm is not None:
-        return bm, bm
-    lo, hi = min(ts_list[0], ts_list[-1]), max(ts_list[0], ts_list[-1])
-    bm = BrownianPath(lo, hi, problem.brownian_shape, dtype=problem.dtype, device=problem.device,
-                      levy_area=levy)
-    return bm, bm
 
 
 # --------------------------------------------------------------------------------------------
@@ -642,19 +783,8 @@ class _ReversibleSpec:
 class _ReversibleAdjointFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spec: _ReversibleSpec, y0: torch.Tensor, *params):
-        s = spec.setup
-        y0 = y0.detach()
-        last = [None]
-
-        def step(k, t0, t1, y, state):
-            y, state = s.solver.step(s.problem, t0, t1, y, s.noise(k, t0, t1), state)
-            last[0] = state
-            return y, state
-
-        state0 = s.solver.init(s.problem, s.t_of([s.grid[0]])[0], y0)
-        last[0] = state0
-        ys = torch.stack(_fixed_loop(step, y0, state0, s.grid, s.saves, s.t_of, s.name, s.progress))
-        f_end, g_end, z_end = last[0]
+        ys, (f_end, g_end, z_end) = spec.setup.run(y0.detach())
+        ys = torch.stack(ys)
         ctx.spec = spec
         ctx.save_for_backward(ys, f_end, g_end, z_end, *params)
         return ys
@@ -669,7 +799,6 @@ class _ReversibleAdjointFn(torch.autograd.Function):
         prob, noise_type = s.problem, s.problem.noise_type
         n = len(s.grid) - 1
         inject = {k: j for j, k in enumerate(s.saves) if k < n}
-        t_rev = s.t_of(s.grid[::-1])
 
         def evaluate(t, z):
             z_leaf = z.detach().requires_grad_(True)
@@ -706,7 +835,7 @@ class _ReversibleAdjointFn(torch.autograd.Function):
                 spec.trace.append(y0)
             return a_y0, (y0, z0, f0, g0, leaf0, f0_graph, g0_graph, a_z0, a_f0, a_g0, a_params)
 
-        leaf_end, f_graph, g_graph = evaluate(t_rev[0], z_end)
+        leaf_end, f_graph, g_graph = evaluate(s.t_of([s.grid[n]])[0], z_end)
         zeros = torch.zeros_like
         state = (ys[-1], z_end, f_end, g_end, leaf_end, f_graph, g_graph, zeros(z_end), zeros(f_end),
                  zeros(g_end), tuple(zeros(p) for p in params))
@@ -750,13 +879,9 @@ def _sdeint_with_adjoint(adjoint, sde, y0, ts_list, *, method, dt, bm, adaptive,
             raise ValueError("Checkpointed() needs fixed steps for SDEs (adaptive=False); with adaptive=True "
                              "use ContinuousAdjoint() or Backprop()")
         setup = _sde_fixed_setup(problem, solver, ts_list, dt, bm, progress)
-
-        def step(k, t0, t1, y, state):
-            return solver.step(setup.problem, t0, t1, y, setup.noise(k, t0, t1), state)
-
-        state0 = solver.init(setup.problem, setup.t_of([setup.grid[0]])[0], y0_packed)
-        ys = _checkpointed_loop(step, y0_packed, state0, setup.grid, setup.saves, setup.t_of, setup.name,
-                                progress, adjoint.segments)
+        params = _resolve_params(adjoint, sde, "the sde")
+        ys = _checkpointed_loop(setup.step, y0_packed, setup.init(y0_packed), setup.grid, setup.saves,
+                                setup.t_of, setup.name, progress, adjoint.segments, params)
         return problem.packer.unpack_series(torch.stack(ys))
 
     if isinstance(adjoint, ReversibleAdjoint):
@@ -777,10 +902,19 @@ def _sdeint_with_adjoint(adjoint, sde, y0, ts_list, *, method, dt, bm, adaptive,
     # ContinuousAdjoint
     adjoint_solver = _adjoint_sde_solver(adjoint.method, problem.noise_type)
     backward_dt = adjoint.dt if adjoint.dt is not None else dt
-    bm, adjoint_bm = _adjoint_brownian(problem, solver, ts_list, dt, adaptive, backward_dt, adjoint.adaptive, bm)
+    mirror = not adaptive and not adjoint.adaptive and backward_dt == dt
+    if bm is None and not mirror:
+        # Both solves query a path at times of their own: one path queryable anywhere.
+        lo, hi = min(ts_list[0], ts_list[-1]), max(ts_list[0], ts_list[-1])
+        bm = BrownianPath(lo, hi, problem.brownian_shape, dtype=problem.dtype, device=problem.device,
+                          levy_area="space-time" if solver.levy_area else None)
+    fixed = None if adaptive else _sde_fixed_setup(problem, solver, ts_list, dt, bm, progress)
+    adjoint_bm = bm
+    if fixed is not None and not mirror:
+        adjoint_bm = _SnapToGrid(bm, fixed, -1.0 if ts_list[1] < ts_list[0] else 1.0)
     params = _resolve_params(adjoint, sde, "the sde")
     spec = _ContinuousSpec(
-        problem=problem, solver=solver, ts=list(ts_list), dt=dt, bm=bm, adaptive=adaptive, rtol=rtol,
+        problem=problem, solver=solver, ts=list(ts_list), fixed=fixed, mirror=mirror, dt=dt, bm=bm, rtol=rtol,
         atol=atol, dt_min=dt_min, progress=progress, max_steps=max_steps, adjoint_solver=adjoint_solver,
         adjoint_bm=adjoint_bm, adjoint_dt=backward_dt, adjoint_adaptive=adjoint.adaptive,
         adjoint_rtol=adjoint.rtol if adjoint.rtol is not None else rtol,
@@ -903,7 +1037,8 @@ def _odeint_with_adjoint(adjoint, f, y0, ts_list, *, method, rtol, atol, dt, dt_
 
     if isinstance(adjoint, Checkpointed):
         ys = _checkpointed_ode(func, solver, y0_packed, ts_list, rtol=rtol, atol=atol, dt=dt, dt_min=dt_min,
-                               progress=progress, max_steps=max_steps, segments=adjoint.segments)
+                               progress=progress, max_steps=max_steps, segments=adjoint.segments,
+                               params=_resolve_params(adjoint, f, "f"))
         return packer.unpack_series(torch.stack(ys))
 
     if adjoint.method is not None and isinstance(adjoint.method, SDESolver):
@@ -927,7 +1062,7 @@ def _odeint_with_adjoint(adjoint, f, y0, ts_list, *, method, rtol, atol, dt, dt_
 
 
 def _checkpointed_ode(func, solver: ODESolver, y0, ts_list, *, rtol, atol, dt, dt_min, progress, max_steps,
-                      segments):
+                      segments, params):
     flip = ts_list[1] < ts_list[0]
     ts_s = [-t for t in ts_list] if flip else list(ts_list)
     func_s = (lambda s, y: -func(-s, y)) if flip else func
@@ -950,4 +1085,4 @@ def _checkpointed_ode(func, solver: ODESolver, y0, ts_list, *, rtol, atol, dt, d
         y1, _, state = solver.step(func_s, t0, t1, y, state)
         return y1, state
 
-    return _checkpointed_loop(step, y0, state0, grid, saves, t_of, name, progress, segments)
+    return _checkpointed_loop(step, y0, state0, grid, saves, t_of, name, progress, segments, params)
