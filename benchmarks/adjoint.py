@@ -299,7 +299,9 @@ def main() -> None:
              "`benchmarks/adjoint.py`.", ""]
     lines += memory_table(args, args.device)
     lines += ["", *time_table(args, args.device)]
-    lines += ["", f"Total run time {time.perf_counter() - start:.0f} s."]
+    lines += ["", "Targets: ContinuousAdjoint and ReversibleAdjoint flat within 1.2x from 100 to 10,000 "
+              "steps, Checkpointed about sqrt(n), Backprop linear.", "",
+              f"Total run time {time.perf_counter() - start:.0f} s."]
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -322,6 +322,33 @@ def test_step_grid_is_the_loop_grid(ts, dt):
     assert [view[k] for k in range(len(view))] == grid[len(grid) - 1:0:-2]
 
 
+def _saved_bytes(sde, y0, steps, adjoint):
+    """Bytes of the distinct tensors the forward pass saves for the backward pass."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        sdekit.sdeint(sde, y0, [0.0, 0.5, 1.0], method="reversible_heun", dt=1.0 / steps, adjoint=adjoint)
+    return sum(storages.values())
+
+
+def test_saved_memory_scales_as_documented():
+    """Graph memory from 100 to 1600 steps: constant for the adjoints, ~sqrt for Checkpointed (x4),
+    linear for Backprop (x16). (benchmarks/adjoint.py measures the whole heap.)"""
+    sde = NeuralSDE("diagonal", "stratonovich")
+    y0 = torch.randn(8, 3, dtype=F64, requires_grad=True)
+    ratio = {}
+    for name, adjoint in [("backprop", Backprop()), ("checkpointed", Checkpointed()),
+                          ("continuous", ContinuousAdjoint()), ("reversible", ReversibleAdjoint())]:
+        ratio[name] = _saved_bytes(sde, y0, 1600, adjoint) / _saved_bytes(sde, y0, 100, adjoint)
+    assert ratio["continuous"] == 1.0 and ratio["reversible"] == 1.0
+    assert 2.5 < ratio["checkpointed"] < 5.0
+    assert ratio["backprop"] > 14.0
+
+
 # --------------------------------------------------------------------------------------------
 # Boundary errors
 # --------------------------------------------------------------------------------------------
