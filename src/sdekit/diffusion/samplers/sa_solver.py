@@ -4,6 +4,7 @@ sampling of diffusion models", NeurIPS), data-prediction form."""
 from __future__ import annotations
 
 import math
+import types
 from collections.abc import Callable
 
 from .._utils import check_real
@@ -177,4 +178,11 @@ class SASolver(Sampler):
 
     def __repr__(self) -> str:
         return (f"SASolver(predictor_order={self.predictor_order}, corrector_order={self.corrector_order}, "
-                f"tau={self.tau!r}, lower_order_final={self.lower_order_final})")
+                f"tau={_describe(self.tau)}, lower_order_final={self.lower_order_final})")
+
+
+def _describe(tau) -> str:
+    # Plain functions by name, never by address, so reprs (and test ids) are stable across processes.
+    if isinstance(tau, types.FunctionType):
+        return f"<function {tau.__qualname__}>"
+    return repr(tau)
