@@ -243,8 +243,12 @@ def _module_of(obj) -> torch.nn.Module | None:
     return owner if isinstance(owner, torch.nn.Module) else None
 
 
-def _resolve_params(strategy: AdjointStrategy, owner, what: str) -> tuple[torch.Tensor, ...]:
-    """The tensors to differentiate besides ``y0``: explicit ``params`` or the module's parameters."""
+def _resolve_params(strategy, owner, what: str, reaches: str = "y0") -> tuple[torch.Tensor, ...]:
+    """The tensors to differentiate besides the initial state: ``strategy.params`` when given, else
+    the parameters of the module behind ``owner`` (a module or a bound method of one), deduplicated.
+    A plain callable without ``params`` gets a warning (shared by the core's strategies and
+    ``sdekit.diffusion.AdjointDEIS``)."""
+    name = type(strategy).__name__
     if strategy.params is not None:
         candidates = strategy.params
     else:
@@ -252,9 +256,9 @@ def _resolve_params(strategy: AdjointStrategy, owner, what: str) -> tuple[torch.
         if module is None:
             if torch.is_grad_enabled():
                 warnings.warn(
-                    f"{type(strategy).__name__}: {what} is not a torch.nn.Module and no params were given, "
-                    f"so gradients reach y0 only (tensors that {what} closes over get none). Pass "
-                    f"{type(strategy).__name__}(params=(...)), or params=() to silence this warning",
+                    f"{name}: {what} is not a torch.nn.Module and no params were given, so gradients "
+                    f"reach {reaches} only (tensors that {what} closes over get none). Pass "
+                    f"{name}(params=(...)), or params=() to silence this warning",
                     stacklevel=4,
                 )
             return ()

@@ -98,13 +98,12 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from dataclasses import dataclass, fields, is_dataclass
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from ..core.adjoint import AdjointStrategy, Backprop
+from ..core.adjoint import AdjointStrategy, Backprop, _resolve_params
 from ..core.integrate import _fixed_loop, _progress
 from .prediction import Denoiser
 from .samplers.base import Sampler, SamplerContext, schedule_point
@@ -248,37 +247,6 @@ def _tau_squared(sampler: Sampler) -> float:
                      f"EulerMaruyama() and SDEDPMSolverPP(); got {sampler!r}")
 
 
-def _module_of(denoiser: Denoiser) -> torch.nn.Module | None:
-    model = denoiser.model
-    if isinstance(model, torch.nn.Module):
-        return model
-    owner = getattr(model, "__self__", None)
-    return owner if isinstance(owner, torch.nn.Module) else None
-
-
-def _resolve_params(strategy: AdjointDEIS, denoiser: Denoiser) -> tuple[torch.Tensor, ...]:
-    if strategy.params is not None:
-        candidates = strategy.params
-    else:
-        module = _module_of(denoiser)
-        if module is None:
-            if torch.is_grad_enabled():
-                warnings.warn(
-                    "AdjointDEIS: the model is not a torch.nn.Module and no params were given, so gradients "
-                    "reach x_T and the model_kwargs tensors only (tensors the model closes over get none). "
-                    "Pass AdjointDEIS(params=(...)), or params=() to silence this warning",
-                    stacklevel=4,
-                )
-            return ()
-        candidates = tuple(module.parameters())
-    seen, out = set(), []
-    for p in candidates:
-        if p.requires_grad and id(p) not in seen:
-            seen.add(id(p))
-            out.append(p)
-    return tuple(out)
-
-
 def _check_grid(schedule, grid: list) -> list:
     points = [schedule_point(schedule, t) for t in grid]
     for i, p in enumerate(points):
@@ -348,7 +316,7 @@ def sample_with_adjoint(strategy: AdjointDEIS, sampler: Sampler, ctx: SamplerCon
     cond_keys = tuple(k for k, v in denoiser.model_kwargs.items()
                       if isinstance(v, torch.Tensor) and v.requires_grad)
     conds = tuple(denoiser.model_kwargs[k] for k in cond_keys)
-    params = _resolve_params(strategy, denoiser)
+    params = _resolve_params(strategy, denoiser.model, "the model", reaches="x_T and the model_kwargs tensors")
     count = strategy.checkpoints or math.ceil(math.sqrt(n))
     segment = max(1, math.ceil(n / count))
     run = _Run(strategy, sampler, ctx, denoiser, grid, points, cond_keys, params, tau2, trajectory, segment,
