@@ -32,13 +32,13 @@ import argparse
 import ctypes
 import datetime
 import gc
-import platform
 import statistics
 import subprocess
 import time
 
 import torch
 import torchsde
+from _machine import cpu_model
 
 import sdekit
 from sdekit import Backprop, Checkpointed, ContinuousAdjoint, ReversibleAdjoint
@@ -259,12 +259,7 @@ def time_table(args, device) -> list[str]:
 
 
 def machine(device: str) -> list[str]:
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     uname = subprocess.run(["uname", "-a"], capture_output=True, text=True).stdout.strip()
     out = [f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}", f"- uname -a: `{uname}`",
            f"- CPU: {cpu} ({torch.get_num_threads()} torch thread(s))",

@@ -41,10 +41,10 @@ import argparse
 import ctypes
 import datetime
 import gc
-import platform
 import time
 
 import torch
+from _machine import describe
 from torch import nn
 
 from sdekit.core.brownian import BrownianGrid
@@ -193,20 +193,6 @@ def measure(net, schedule, x_T, steps, variant, make_strategy, device, repeats):
             "cuda": cuda_peak, "time": best, "grad": grad}
 
 
-def machine(device) -> str:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    gpu = f" | {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return f"{platform.node()} | {cpu} | torch {torch.__version__} | threads {torch.get_num_threads()}{gpu}"
-
-
 def _mb(v) -> str:
     return "-" if v is None else f"{v / MB:.2f}"
 
@@ -240,7 +226,7 @@ def main() -> None:
     lines = [
         f"# Gradients through sampling: AdjointDEIS against backprop ({datetime.date.today()})",
         "",
-        f"Machine: {machine(device)}",
+        f"Machine: {describe(device)}",
         "",
         f"MLPDenoiser(64, hidden=256, depth=3), eps prediction, VP, batch {args.batch}, float32, device "
         f"{device.type}; one forward + backward pass, gradients w.r.t. x_T and all parameters. ODE: "

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import time
 
 import torch
+from _machine import describe
 
 import sdekit
 
@@ -63,19 +63,6 @@ def best_time(fn, repeats):
     return min(times)
 
 
-def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{platform.node()} | {cpu} | torch {torch.__version__} | threads {torch.get_num_threads()}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -88,7 +75,7 @@ def main() -> None:
     lines = [
         f"# Engine benchmark ({datetime.date.today()})",
         "",
-        f"Machine: {machine()}",
+        f"Machine: {describe()}",
         "",
         f"Euler-Maruyama, 64-d diagonal OU, {args.steps} steps, CPU, best of {args.repeats}.",
         "",
