@@ -100,3 +100,16 @@ def test_fit_rejects_what_it_cannot_score(problem):
         GITS.fit(denoiser, schedule, 5)
     with pytest.raises(ValueError, match="nfe"):
         GITS.fit(denoiser, schedule, 0, shape=(2,))
+
+
+def test_several_weights_are_judged_by_the_target_sampler_against_the_teacher(problem):
+    schedule, denoiser, _, _ = problem
+    coeffs = (0.8, 1.0, 1.15, 1.5)
+    grid = GITS.fit(denoiser, schedule, 6, shape=(2,), warmup=64, fine_steps=30, coeff=coeffs, sampler="dpm++2m",
+                    generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert set(grid.validation) == set(coeffs) and grid.coeff in coeffs
+    assert grid.validation[grid.coeff] == min(grid.validation.values())
+    assert grid.indices == gits_path(grid.cost, 6, grid.coeff)[0]
+    distinct = len({tuple(gits_path(grid.cost, 6, c)[0]) for c in coeffs})
+    # Teacher (RK4, 30 steps) + one student call per fine point + one 6-step run per distinct path.
+    assert grid.fit_nfe == 4 * 30 + 30 + 6 * distinct

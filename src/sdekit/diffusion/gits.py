@@ -26,6 +26,7 @@ contribute their starting (lower-order) step.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -33,7 +34,7 @@ from ._utils import check_real, check_tensor
 from .prediction import as_denoiser
 from .samplers import DDIM, PFODE, SamplerContext, get_sampler, sample
 from .schedules import Schedule
-from .timesteps import Karras, TimeTensor, _check_decreasing
+from .timesteps import Karras, TimeTensor, _check_decreasing, get_time_grid
 
 __all__ = ["GITS", "gits_path"]
 
@@ -117,7 +118,9 @@ class GITS(TimeTensor):
         fine_times: the fine grid, float64 ``(M + 1,)``.
         cost: the cost matrix ``c_ij``, float64 ``(M + 1, M + 1)`` (``inf`` for ``j <= i``).
         path_cost: the weighted cost of the chosen path.
-        fit_nfe: model calls the fit made (teacher and student).
+        coeff: the weight per level of the chosen path.
+        validation: with several ``coeff``: mean distance to the teacher's endpoints per weight.
+        fit_nfe: model calls the fit made (teacher, student and validation runs).
         teacher, student: the samplers used.
     """
 
@@ -132,6 +135,7 @@ class GITS(TimeTensor):
         self.path_cost = path_cost
         self.fit_nfe = fit_nfe
         self.teacher, self.student, self.coeff = teacher, student, coeff
+        self.validation: dict = {}
         self._log_snr = schedule.log_snr(self._times).to(torch.float64) if schedule is not None else None
 
     @property
@@ -141,8 +145,9 @@ class GITS(TimeTensor):
 
     @classmethod
     def fit(cls, model, schedule: Schedule, nfe: int, *, shape=None, x_T: torch.Tensor | None = None,
-            teacher=None, student=None, fine_steps: int = 60, warmup: int = 256, rho: float = 7.0,
-            coeff: float = 1.15, sampler=None, generator: torch.Generator | None = None, prediction="eps",
+            teacher=None, student=None, fine_steps: int = 60, warmup: int = 256, rho: float = 7.0, fine_grid=None,
+            coeff: float | Sequence[float] = 1.15, sampler=None, generator: torch.Generator | None = None,
+            prediction="eps",
             model_kwargs: dict | None = None, time_input=None, t_start: float | None = None,
             t_end: float | None = None, batch_size: int | None = None, dtype: torch.dtype | None = None,
             device=None) -> GITS:
@@ -165,9 +170,14 @@ class GITS(TimeTensor):
             fine_steps: steps of the fine grid ``M`` (default 60, i.e. 61 points), ``M >= K``.
             warmup: number of warm-up trajectories (default 256).
             rho: exponent of the fine Karras grid (default 7).
-            coeff: cost weight per level (default 1.15, as the official code).
-            sampler: the sampler the grid is for, which counts the steps that fit in ``nfe``
-                (default: the student).
+            fine_grid: another fine grid (a :class:`~sdekit.diffusion.TimeGrid` or name) instead of
+                ``Karras(rho)``.
+            coeff: cost weight per level (default 1.15, as the official code), or several weights: then
+                each distinct path is run with ``sampler`` from the warm-up states and the one ending
+                closest (mean L2) to the teacher's endpoints is kept (the official code writes out the
+                paths of several weights, 0.8 to 1.2, for the user to choose from).
+            sampler: the sampler the grid is for: it counts the steps that fit in ``nfe`` and, with several
+                ``coeff``, judges the paths (default: the student).
             generator: seeds the warm-up states.
             prediction, model_kwargs, time_input: as for :func:`~sdekit.diffusion.sample`.
             t_start, t_end: ends of the grid (default ``schedule.t_max``, ``schedule.t_min``).
@@ -204,7 +214,10 @@ class GITS(TimeTensor):
             raise ValueError(f"nfe={nfe} is less than one step of {counter!r} ({counter.nfe(1)} model calls)")
         if counter.nfe(steps + 1) <= nfe:
             raise ValueError(f"nfe={nfe} allows more steps than fine_steps={fine_steps}; raise fine_steps")
-        coeff = check_real("coeff", coeff, positive=True)
+        coeffs = [coeff] if not isinstance(coeff, (list, tuple)) else list(coeff)
+        if not coeffs:
+            raise ValueError("coeff must be a positive number or a non-empty sequence of them")
+        coeffs = [check_real("coeff", c, positive=True) for c in coeffs]
         if x_T is None:
             if shape is None:
                 raise ValueError("give the event shape (shape=(d,) or (C, H, W)) or the warm-up states x_T")
@@ -219,13 +232,15 @@ class GITS(TimeTensor):
             batch_size = n
         elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-        fine = Karras(rho).times(schedule, fine_steps, t_start=t_start, t_end=t_end)
+        fine_grid = Karras(rho) if fine_grid is None else get_time_grid(fine_grid)
+        fine = fine_grid.times(schedule, fine_steps, t_start=t_start, t_end=t_end)
         times = fine.tolist()
         m = fine_steps
         denoiser = _Cached(as_denoiser(model, schedule, prediction, model_kwargs=model_kwargs,
                                        time_input=time_input))
         cost = torch.zeros(m + 1, m + 1, dtype=torch.float64)
         teacher_nfe = 0
+        ends = []
         with torch.no_grad():
             for start in range(0, n, batch_size):
                 xb = x_T[start:start + batch_size]
@@ -233,6 +248,7 @@ class GITS(TimeTensor):
                                  return_trajectory=True)
                 teacher_nfe += info.nfe
                 traj = info.trajectory
+                ends.append(traj[-1])
                 for i in range(m):
                     x_i = traj[i]
                     for j in range(i + 1, m + 1):
@@ -242,9 +258,30 @@ class GITS(TimeTensor):
                         cost[i, j] += dist.sum().cpu()
         cost /= n
         cost[~torch.ones(m + 1, m + 1, dtype=torch.bool).triu(1)] = math.inf
-        path, value = gits_path(cost, steps, coeff)
-        return cls(fine[path], schedule=schedule, indices=path, fine_times=fine, cost=cost, path_cost=value,
-                   fit_nfe=teacher_nfe + denoiser.calls, teacher=teacher, student=student, coeff=coeff)
+        paths: dict[tuple, list[float]] = {}
+        for c in coeffs:
+            paths.setdefault(tuple(gits_path(cost, steps, c)[0]), []).append(c)
+        validation, extra_nfe = {}, 0
+        if len(paths) > 1:
+            with torch.no_grad():
+                for path, cs in paths.items():
+                    total = 0.0
+                    for b, start in enumerate(range(0, n, batch_size)):
+                        x, info = sample(denoiser.denoiser, schedule, x_T[start:start + batch_size], solver=counter,
+                                         timesteps=fine[list(path)], return_info=True)
+                        extra_nfe += info.nfe
+                        diff = (x - ends[b]).reshape(x.shape[0], -1).to(torch.float64)
+                        total += float(diff.norm(dim=1).sum())
+                    validation.update({c: total / n for c in cs})
+            chosen = min(coeffs, key=lambda c: (validation[c], coeffs.index(c)))
+        else:
+            chosen = coeffs[0]
+        path, value = gits_path(cost, steps, chosen)
+        grid = cls(fine[path], schedule=schedule, indices=path, fine_times=fine, cost=cost, path_cost=value,
+                   fit_nfe=teacher_nfe + denoiser.calls + extra_nfe, teacher=teacher, student=student,
+                   coeff=chosen)
+        grid.validation = validation
+        return grid
 
     def times(self, schedule, steps=None, *, t_start=None, t_end=None):
         """The fitted times (``steps`` must be ``None`` or ``K``); for another schedule than the one
