@@ -775,6 +775,7 @@ def write_plot(path: Path, problems, results) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     colors = {"sdekit": "tab:blue", "diffusers": "tab:orange", "k-diffusion": "tab:green"}
     fig, axes = plt.subplots(2, len(problems), figsize=(4.2 * len(problems), 7.5), squeeze=False)
@@ -805,6 +806,7 @@ def write_plot(path: Path, problems, results) -> None:
         for a in (ax, bx):
             a.set_xticks(list(problem.nfes))
             a.set_xticklabels([str(n) for n in problem.nfes])
+            a.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             a.grid(True, which="both", alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=7)
