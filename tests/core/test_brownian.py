@@ -144,3 +144,15 @@ def test_brownian_grid_laws_sums_and_seeding():
     a = BrownianGrid(times, (4, 2), seed=[5, 6, 7, 8], dtype=F64)
     b = BrownianGrid(times, (1, 2), seed=[7], dtype=F64)
     torch.testing.assert_close(a.increment(50)[2], b.increment(50)[0], rtol=0, atol=0)
+
+
+def test_per_sample_seeded_grid_does_not_depend_on_batch_or_chunk_size():
+    # A large batch gets smaller chunks of steps than a small one; sample noise must not change.
+    times = torch.linspace(0, 1, 301, dtype=F64)
+    big = BrownianGrid(times, (20000, 2), seed=list(range(20000)), dtype=F64, levy_area="space-time")
+    small = BrownianGrid(times, (2, 2), seed=[19999, 7], dtype=F64, levy_area="space-time")
+    assert big.chunk < small.chunk
+    for k in (0, 150, 299):
+        torch.testing.assert_close(small.increment(k)[0], big.increment(k)[19999], rtol=0, atol=0)
+        torch.testing.assert_close(small.increment(k, return_U=True)[1][1], big.increment(k, return_U=True)[1][7],
+                                   rtol=0, atol=0)

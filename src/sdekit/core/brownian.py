@@ -268,18 +268,20 @@ class BrownianGrid:
         hi = min(lo + self.chunk, len(self))
         n = hi - lo
         scale = self._abs_steps[lo:hi].to(self.dtype).to(self.device).reshape(n, *([1] * len(self.shape)))
-        W = self._draw(2 * chunk_id, n) * scale.sqrt()
+        W = self._draw(chunk_id, lo, n, stream=0) * scale.sqrt()
         self._W = W.unbind(0)
         if self.levy_area:
-            H = self._draw(2 * chunk_id + 1, n) * (scale / 12.0).sqrt()
+            H = self._draw(chunk_id, lo, n, stream=1) * (scale / 12.0).sqrt()
             self._U = (scale * (0.5 * W + H)).unbind(0)
         self._chunk_id = chunk_id
 
-    def _draw(self, key: int, n: int) -> torch.Tensor:
+    def _draw(self, chunk_id: int, lo: int, n: int, stream: int) -> torch.Tensor:
         if isinstance(self.seed, int):
-            return standard_normal(self.seed, key, (n, *self.shape), self.dtype, self.device)
-        z = standard_normal(self.seed, key, (self.shape[0], n, *self.shape[1:]), self.dtype, self.device)
-        return z.movedim(1, 0)
+            return standard_normal(self.seed, 2 * chunk_id + stream, (n, *self.shape), self.dtype, self.device)
+        # Per-sample seeds: one key per grid step, so a sample's noise depends neither on the batch
+        # size nor on the chunk size (which is derived from the whole shape).
+        return torch.stack([standard_normal(self.seed, 2 * k + stream, self.shape, self.dtype, self.device)
+                            for k in range(lo, lo + n)])
 
     def increment(self, k: int, return_U: bool = False):
         """The increment over grid step ``k`` (from ``times[k]`` to ``times[k + 1]``)."""
