@@ -103,7 +103,7 @@ from dataclasses import dataclass, fields, is_dataclass
 import torch
 from torch.autograd.function import once_differentiable
 
-from ..core.adjoint import AdjointStrategy, Backprop, _resolve_params
+from ..core.adjoint import AdjointStrategy, Backprop, _check_params, _resolve_params
 from ..core.integrate import _fixed_loop, _progress
 from .prediction import Denoiser
 from .samplers.base import Sampler, SamplerContext, schedule_point
@@ -115,23 +115,6 @@ __all__ = ["AdjointDEIS", "AdjointStats", "Backprop"]
 
 _TRAJECTORIES = ("reconstruct", "checkpoint", "store")
 _FORMS = ("x0", "eps")
-
-
-def _check_params(params) -> tuple[torch.Tensor, ...] | None:
-    if params is None:
-        return None
-    if isinstance(params, torch.Tensor):
-        raise TypeError("params must be a tuple of tensors, got a single tensor; write params=(p,)")
-    try:
-        params = tuple(params)
-    except TypeError:
-        raise TypeError(f"params must be a tuple of tensors, got {type(params).__name__}") from None
-    for i, p in enumerate(params):
-        if not isinstance(p, torch.Tensor):
-            raise TypeError(f"params[{i}] must be a torch.Tensor, got {type(p).__name__}")
-        if not p.is_floating_point():
-            raise TypeError(f"params[{i}] must be a floating-point tensor, got dtype {p.dtype}")
-    return params
 
 
 @dataclass
