@@ -35,16 +35,22 @@ class DDIM(Sampler):
         self.eta = check_real("eta", eta, nonnegative=True)
         self.stochastic = self.eta > 0
 
+    def coefficients(self, p0, p1) -> tuple[float, float, float]:
+        """``(c_x, c_d, c_z)`` of the step ``x_1 = c_x x_0 + c_d D(x_0, t_0) + c_z z`` between the schedule
+        points ``p0`` and ``p1`` (``c_z = 0`` for ``eta = 0``); AdjointDEIS-1 transposes this step."""
+        h = p1.log_snr - p0.log_snr
+        if not self.stochastic:
+            return p1.sigma / p0.sigma, -p1.alpha * math.expm1(-h), 0.0
+        sigma_eta = self.eta * p1.sigma * math.sqrt(-math.expm1(-2.0 * h))
+        keep = math.sqrt(max(p1.sigma**2 - sigma_eta**2, 0.0))
+        return keep / p0.sigma, p1.alpha - keep * p0.alpha / p0.sigma, sigma_eta
+
     def step(self, ctx, k, t0, t1, x, state):
         p0, p1 = schedule_point(ctx.schedule, t0), schedule_point(ctx.schedule, t1)
         d = ctx.denoiser(x, t0)
-        h = p1.log_snr - p0.log_snr
-        if not self.stochastic:
-            return (p1.sigma / p0.sigma) * x - (p1.alpha * math.expm1(-h)) * d, state
-        sigma_eta = self.eta * p1.sigma * math.sqrt(-math.expm1(-2.0 * h))
-        keep = math.sqrt(max(p1.sigma**2 - sigma_eta**2, 0.0))
-        eps = (x - p0.alpha * d) / p0.sigma
-        return p1.alpha * d + keep * eps + sigma_eta * ctx.normal(k, t0, t1), state
+        c_x, c_d, c_z = self.coefficients(p0, p1)
+        x1 = c_x * x + c_d * d
+        return (x1 + c_z * ctx.normal(k, t0, t1) if self.stochastic else x1), state
 
     def __repr__(self) -> str:
         return f"DDIM(eta={self.eta})"
