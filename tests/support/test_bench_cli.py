@@ -35,11 +35,13 @@ def test_bench_samplers_tiny_run_writes_table_and_figure(tmp_path, capsys):
 
 
 def test_missing_anchor_is_skipped_with_a_note(monkeypatch, capsys):
-    spec = importlib.util.spec_from_file_location("bench_samplers_probe", find_benchmark("samplers"))
+    path = find_benchmark("samplers")
+    spec = importlib.util.spec_from_file_location("bench_samplers_probe", path)
     module = importlib.util.module_from_spec(spec)
     import sys
 
     monkeypatch.setitem(sys.modules, spec.name, module)
+    monkeypatch.syspath_prepend(str(path.parent))
     spec.loader.exec_module(module)
     monkeypatch.setattr(module.importlib.util, "find_spec", lambda name: None)
     assert module.load_k_diffusion_sampling() is None

@@ -49,5 +49,11 @@ def run(args) -> int:
     spec = importlib.util.spec_from_file_location(f"sdekit_benchmark_{args.benchmark}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module             # dataclasses look their module up while the script loads
-    spec.loader.exec_module(module)
-    return int(module.main(list(args.args), prog=f"sdekit bench {args.benchmark}") or 0)
+    folder = str(path.parent)
+    sys.path.insert(0, folder)                  # the scripts share helpers of their folder (_machine.py)
+    try:
+        spec.loader.exec_module(module)
+        return int(module.main(list(args.args), prog=f"sdekit bench {args.benchmark}") or 0)
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)
