@@ -7,7 +7,7 @@ import numbers
 
 import torch
 
-__all__ = ["as_time", "broadcast_like", "batch_time"]
+__all__ = ["as_time", "broadcast_like", "batch_time", "resolve_name"]
 
 
 def as_time(t, name: str = "t") -> torch.Tensor:
@@ -93,3 +93,15 @@ def check_tensor(name: str, x, *, min_dim: int = 1) -> torch.Tensor:
     if x.dim() < min_dim:
         raise ValueError(f"{name} must have at least {min_dim} dimension(s), got shape {tuple(x.shape)}")
     return x
+
+
+def resolve_name(value, table: dict, base: type, what: str, alternatives: str):
+    """``value`` itself when it is a ``base`` instance, ``table[value]()`` for a known name, else a
+    ValueError listing the names (``alternatives`` says what else fits) or a TypeError."""
+    if isinstance(value, base):
+        return value
+    if isinstance(value, str):
+        if value not in table:
+            raise ValueError(f"unknown {what} {value!r}; choose one of {sorted(table)}{alternatives}")
+        return table[value]()
+    return None

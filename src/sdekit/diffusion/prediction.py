@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from ._utils import as_time, batch_time, broadcast_like, check_real
+from ._utils import as_time, batch_time, broadcast_like, check_real, resolve_name
 from .schedules import Schedule
 
 __all__ = [
@@ -271,13 +271,9 @@ PREDICTIONS = {
 
 def get_prediction(prediction) -> Prediction:
     """Resolve a prediction name (see :data:`PREDICTIONS`) or pass a :class:`Prediction` through."""
-    if isinstance(prediction, Prediction):
-        return prediction
-    if isinstance(prediction, str):
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"unknown prediction {prediction!r}; choose one of {sorted(PREDICTIONS)} "
-                             "or pass a Prediction object")
-        return PREDICTIONS[prediction]()
+    resolved = resolve_name(prediction, PREDICTIONS, Prediction, "prediction", " or pass a Prediction object")
+    if resolved is not None:
+        return resolved
     raise TypeError(f"prediction must be a name or a Prediction object, got {type(prediction).__name__}")
 
 

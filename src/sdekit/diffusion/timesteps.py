@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from ._utils import check_real
+from ._utils import check_real, resolve_name
 from .schedules import Schedule
 
 __all__ = ["TimeGrid", "UniformTime", "UniformLogSNR", "Karras", "TimeTensor", "TIME_GRIDS", "get_time_grid",
@@ -160,13 +160,10 @@ TIME_GRIDS = {"uniform": UniformTime, "logsnr": UniformLogSNR, "karras": Karras}
 def get_time_grid(timesteps) -> TimeGrid:
     """Resolve a grid name (see :data:`TIME_GRIDS`), a tensor/sequence (:class:`TimeTensor`) or pass a
     :class:`TimeGrid` through."""
-    if isinstance(timesteps, TimeGrid):
-        return timesteps
-    if isinstance(timesteps, str):
-        if timesteps not in TIME_GRIDS:
-            raise ValueError(f"unknown timesteps {timesteps!r}; choose one of {sorted(TIME_GRIDS)}, pass a "
-                             "TimeGrid or a decreasing tensor of times")
-        return TIME_GRIDS[timesteps]()
+    resolved = resolve_name(timesteps, TIME_GRIDS, TimeGrid, "timesteps",
+                            ", pass a TimeGrid or a decreasing tensor of times")
+    if resolved is not None:
+        return resolved
     if isinstance(timesteps, (torch.Tensor, list, tuple)):
         return TimeTensor(timesteps)
     raise TypeError(f"timesteps must be a name, a TimeGrid or a decreasing tensor, got "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from .._utils import resolve_name
 from .base import Sampler
 from .ddim import DDIM
 from .deis import DEIS
@@ -38,11 +39,8 @@ SAMPLERS = {
 
 def get_sampler(solver) -> Sampler:
     """Resolve a sampler name (see :data:`SAMPLERS`; default settings) or pass a :class:`Sampler` through."""
-    if isinstance(solver, Sampler):
-        return solver
-    if isinstance(solver, str):
-        if solver not in SAMPLERS:
-            raise ValueError(f"unknown solver {solver!r}; choose one of {sorted(SAMPLERS)} or pass a Sampler "
-                             "object such as DDIM(eta=1.0) or PFODE(method='rk4')")
-        return SAMPLERS[solver]()
+    resolved = resolve_name(solver, SAMPLERS, Sampler, "solver",
+                            " or pass a Sampler object such as DDIM(eta=1.0) or PFODE(method='rk4')")
+    if resolved is not None:
+        return resolved
     raise TypeError(f"solver must be a name or a Sampler object, got {type(solver).__name__}")
