@@ -24,7 +24,7 @@ sampler's:
   options, solver orders) and the table reports the one with the lowest error at NFE 10 (endpoint
   RMSE for ODE samplers, SW2 for stochastic ones), chosen per problem, the same rule for every library.
 
-Run ``python benchmarks/samplers.py`` (about 25 minutes on 2 cores; ``--quick`` for a 1-2 minute
+Run ``python benchmarks/samplers.py`` (about 30 minutes on 2 cores; ``--quick`` for a 1-2 minute
 check) or ``sdekit bench samplers``. Writes ``benchmarks/results/samplers.md``, ``samplers.png`` and
 ``samplers.json``.
 
@@ -833,7 +833,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--select-nfe", type=int, default=10,
                    help="NFE at which settings are chosen and draws are repeated (default 10)")
     p.add_argument("--replicates", type=int, default=None,
-                   help="independent draws at the selection NFE (default 6; 1 with --quick; digits always 1)")
+                   help="independent draws at the selection NFE (default 10; 1 with --quick; digits always 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default=str(HERE / "results"), help="where samplers.md/.png/.json go")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -845,7 +845,7 @@ def main(argv=None, prog: str | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     quick = args.quick
-    args.replicates = args.replicates or (1 if quick else 6)
+    args.replicates = args.replicates or (1 if quick else 10)
     nfes = tuple(sorted(args.nfe)) if args.nfe else (QUICK_NFES if quick else NFES)
     n = args.n or (5000 if quick else 20000)
     digits_n = args.digits_n or (2000 if quick else 5000)

@@ -121,12 +121,15 @@ def _refine(grid_times: torch.Tensor, schedule: Schedule, distance, sweeps: int)
 
     best = distance(times_of(lam))
     history, frac = [best], 0.5
+    min_gap = abs(lam[-1] - lam[0]) / (len(lam) - 1) / 20    # no step shorter than 1/20 of the mean step
     for _ in range(sweeps):
         moved = False
         for i in range(1, len(lam) - 1):
             for side in (i + 1, i - 1):
                 trial = list(lam)
                 trial[i] = lam[i] + frac * (lam[side] - lam[i])
+                if min(abs(trial[i] - trial[i - 1]), abs(trial[i + 1] - trial[i])) < min_gap:
+                    continue
                 times = times_of(trial)
                 if not bool((times[1:] < times[:-1]).all()):
                     continue                     # rounding collapsed two times: not a grid
@@ -223,8 +226,9 @@ class GITS(TimeTensor):
             refine: sweeps of the coordinate search that polishes the grid for ``sampler`` (default 0:
                 the dynamic-programming grid as in the paper). Each sweep tries to move every
                 interior time towards each neighbour by a fraction of the gap in log-SNR (1/2 at
-                first, halved after a sweep without gain, stopping below 1/64) and keeps the moves
-                that bring ``sampler``'s endpoints from the warm-up states closer to the teacher's.
+                first, halved after a sweep without gain, stopping below 1/64; no step becomes
+                shorter than 1/20 of the mean step) and keeps the moves that bring ``sampler``'s
+                endpoints from the warm-up states closer to the teacher's.
             generator: seeds the warm-up states.
             prediction, model_kwargs, time_input: as for :func:`~sdekit.diffusion.sample`.
             t_start, t_end: ends of the grid (default ``schedule.t_max``, ``schedule.t_min``).
