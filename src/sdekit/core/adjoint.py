@@ -67,14 +67,14 @@ from ._noise import mix64, normalize_seed
 from .brownian import BrownianGrid, BrownianPath
 from .integrate import (
     _fixed_grid,
-    _fixed_loop,
     _noise_source,
     _packed_ode,
-    _progress,
     _resolve_sde_solver,
     _solve_ode,
     _solve_sde,
     _time_tensors,
+    fixed_loop,
+    progress_bar,
 )
 from .sde import FlippedProblem, Problem, _Packer
 from .solvers import ode_solver, sde_solver
@@ -375,7 +375,7 @@ class _LazyTimes:
 
 
 def _lazy_time_tensors(dtype, device):
-    """``t_of`` for :func:`_fixed_loop`: lists as usual, grids and views lazily."""
+    """``t_of`` for :func:`fixed_loop`: lists as usual, grids and views lazily."""
     eager = _time_tensors(dtype, device)
 
     def t_of(values):
@@ -439,7 +439,7 @@ class _FixedSDE:
 
         state0 = self.init(y0)
         last[0] = state0
-        ys = _fixed_loop(tracked, y0, state0, self.grid, self.saves, self.t_of, self.name, self.progress)
+        ys = fixed_loop(tracked, y0, state0, self.grid, self.saves, self.t_of, self.name, self.progress)
         return ys, last[0]
 
 
@@ -519,7 +519,7 @@ def _checkpointed_loop(step, y0, state0, grid, saves, t_of, name, progress, segm
 
     outputs = [y0]
     y, flat_state = y0, _state_tensors(state0)
-    bar = _progress(progress, len(bounds) - 1, name)
+    bar = progress_bar(progress, len(bounds) - 1, name)
     for a, b in zip(bounds[:-1], bounds[1:]):
         inner = [j - a for j in saves if a < j < b]
         local_saves = [0, *inner, b - a]
@@ -532,7 +532,7 @@ def _checkpointed_loop(step, y0, state0, grid, saves, t_of, name, progress, segm
                 last[0] = s_k
                 return y_k, s_k
 
-            ys = _fixed_loop(local_step, y_in, rebuild(state_in), grid[a:b + 1], local_saves, t_of, name)
+            ys = fixed_loop(local_step, y_in, rebuild(state_in), grid[a:b + 1], local_saves, t_of, name)
             return (*ys[1:], *_state_tensors(last[0]))
 
         result = _SegmentFn.apply(segment, len(flat_state), y, *flat_state, *params)
@@ -733,7 +733,7 @@ def _mirrored_backward(spec: _ContinuousSpec, ys, grad_ys, params):
         view = _GridView(fixed.grid, range(hi, lo - 1, -1), -1.0)
         z = adjoint.pack(ys[i], a, a_params)
         state0 = solver.init(backward_problem, fixed.t_of([view[0]])[0], z)
-        z = _fixed_loop(step, z, state0, view, [0, hi - lo], fixed.t_of, f"adjoint[{solver.name}]",
+        z = fixed_loop(step, z, state0, view, [0, hi - lo], fixed.t_of, f"adjoint[{solver.name}]",
                         fixed.progress)[-1]
         _, a, a_params = adjoint.unpack(z)
         a = a + grad_ys[i - 1]
@@ -851,7 +851,7 @@ class _ReversibleAdjointFn(torch.autograd.Function):
             return a_y, st
 
         grid_rev = s.grid[::-1]
-        a_y = _fixed_loop(loop_step, grad_ys[-1], state, grid_rev, [0, n], s.t_of,
+        a_y = fixed_loop(loop_step, grad_ys[-1], state, grid_rev, [0, n], s.t_of,
                           s.name + " reverse", s.progress)[-1]
         _, _, _, _, leaf0, f0_graph, g0_graph, a_z0, a_f0, a_g0, a_params = last[0]
         # The initial state (f(y0), g(y0), z0 = y0).

@@ -2,7 +2,7 @@
 
 Both entry points check their inputs once, pack tuple states into one tensor, reverse time when
 ``ts`` decreases (solvers always step forward in ``s = -t``), and hand a ``step`` closure to one of
-two loops: :func:`_fixed_loop` (a precomputed grid) and :func:`_adaptive_loop` (step-size control
+two loops: :func:`fixed_loop` (a precomputed grid) and :func:`_adaptive_loop` (step-size control
 with an embedded error estimate, or step doubling for SDEs). Saving at ``ts``, non-finite detection,
 the progress bar and the step limit live in these loops only.
 """
@@ -137,7 +137,7 @@ def _non_finite(name: str, k: int, t: float, y: torch.Tensor) -> FloatingPointEr
     )
 
 
-def _fixed_loop(step, y0, state0, grid: list[float], saves: list[int], t_of: Callable, name: str,
+def fixed_loop(step, y0, state0, grid: list[float], saves: list[int], t_of: Callable, name: str,
                 progress: bool = False):
     """Run ``step(k, t0, t1, y, state) -> (y, state)`` over ``grid``; return ``y`` at ``saves``."""
     t_tensors = t_of(grid)
@@ -146,7 +146,7 @@ def _fixed_loop(step, y0, state0, grid: list[float], saves: list[int], t_of: Cal
     y, state = y0, state0
     good_k, good_y, good_state = 0, y0, state0
     n = len(grid) - 1
-    bar = _progress(progress, n, name)
+    bar = progress_bar(progress, n, name)
     for k in range(n):
         y, state = step(k, t_tensors[k], t_tensors[k + 1], y, state)
         kk = k + 1
@@ -192,7 +192,7 @@ def _adaptive_loop(step_with_error, y0, state0, ts: list[float], t_of: Callable,
     safety, grow, shrink = 0.9, 5.0, 0.2
     exponent = 1.0 / (error_order + 1.0)
     span = ts[-1] - ts[0]
-    bar = _progress(progress, 1000, name)
+    bar = progress_bar(progress, 1000, name)
     for target in ts[1:]:
         while t < target:
             if steps >= max_steps:
@@ -224,7 +224,7 @@ def _adaptive_loop(step_with_error, y0, state0, ts: list[float], t_of: Callable,
     return out
 
 
-def _progress(enabled: bool, total: int, name: str):
+def progress_bar(enabled: bool, total: int, name: str):
     if not enabled:
         return None
     from tqdm.auto import tqdm
@@ -380,7 +380,7 @@ def _solve_sde(problem, solver, y0, ts_list, *, dt, bm, adaptive, rtol, atol, dt
             return solver.step(problem, t0, t1, y, noise(k, t0, t1), state)
 
         state0 = solver.init(problem, t_of([ts_list[0]])[0], y0)
-        ys = _fixed_loop(step, y0, state0, grid, saves, t_of, name, progress)
+        ys = fixed_loop(step, y0, state0, grid, saves, t_of, name, progress)
         return ys
 
     if bm is None:
@@ -499,7 +499,7 @@ def _solve_ode(func, solver, y0, ts_list, *, rtol, atol, dt, dt_min, progress, m
             y1, _, state = solver.step(func, ta, tb, y, state)
             return y1, state
 
-        return _fixed_loop(step, y0, (), grid, saves, t_of, name, progress)
+        return fixed_loop(step, y0, (), grid, saves, t_of, name, progress)
 
     if dt is None:
         dt = _initial_step(func, t0, y0, f0, solver.order, rtol, atol, span)

@@ -115,7 +115,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..core.adjoint import AdjointStrategy, Backprop, _check_params, _resolve_params
-from ..core.integrate import _fixed_loop, _progress
+from ..core.integrate import fixed_loop, progress_bar
 from .prediction import Denoiser
 from .samplers.base import Sampler, SamplerContext, schedule_point
 from .samplers.ddim import DDIM
@@ -339,7 +339,7 @@ class _AdjointDEISFunction(torch.autograd.Function):
 
         state0 = run.sampler.init(run.ctx, x_T)
         sampler_states[0] = state0
-        states = _fixed_loop(step, x_T, state0, run.grid, saves, lambda v: v, run.name, run.progress)
+        states = fixed_loop(step, x_T, state0, run.grid, saves, lambda v: v, run.name, run.progress)
         x = states[-1]
         if run.trajectory == "store":
             kept = states
@@ -461,7 +461,7 @@ def _backward(run: _Run, saved: tuple, grad_x: torch.Tensor, needs: tuple) -> li
     prev = None  # (lambda, V_x, V_z, D) at the previous (less noisy) backward point
     d_t = None   # transposed order 1: D at the less noisy end, for the next rebuilt state's first guess
     transposed = order == 1 and strategy.form == "x0"
-    bar = _progress(run.progress, n, run.name + " adjoint")
+    bar = progress_bar(run.progress, n, run.name + " adjoint")
     for k in range(n, 0, -1):
         pt, ps = pts[k], pts[k - 1]
         h = ps.log_snr - pt.log_snr          # < 0: backwards in lambda

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ...core.brownian import BrownianGrid
-from ...core.integrate import _fixed_loop
+from ...core.integrate import fixed_loop
 from .._utils import check_tensor
 from ..prediction import as_denoiser
 from ..schedules import Schedule
@@ -144,7 +144,7 @@ def sample(model, schedule: Schedule, x_T: torch.Tensor, *, solver="dpm++2m", st
 
         states = [sample_with_adjoint(adjoint, sampler, ctx, denoiser.denoiser, x_T, progress=progress)]
     else:
-        states = _fixed_loop(step, x_T, sampler.init(ctx, x_T), grid, saves, lambda values: values,
+        states = fixed_loop(step, x_T, sampler.init(ctx, x_T), grid, saves, lambda values: values,
                              f"sample[{sampler.name}]", progress)
     x = states[-1]
     if denoise_final:
