@@ -125,6 +125,7 @@ from .samplers.euler_maruyama import EulerMaruyama
 __all__ = ["AdjointDEIS", "AdjointStats", "Backprop"]
 
 _TRAJECTORIES = ("reconstruct", "checkpoint", "store")
+_ODE_STEP = DDIM()   # the first-order probability-flow step that rebuilds the path backwards
 _FORMS = ("x0", "eps")
 
 
@@ -478,9 +479,9 @@ def _backward(run: _Run, saved: tuple, grad_x: torch.Tensor, needs: tuple) -> li
                     with torch.no_grad():
                         d_t = den(x, grid[k])
                     stats.backward_calls += 1
-                guess = (ps.sigma / pt.sigma) * x + (-ps.alpha * math.expm1(-h)) * d_t
-                d_t, gx, gz = _vjp(den, guess, grid[k - 1], a, targets)
-                rebuilt = (x - (-pt.alpha * math.expm1(h)) * d_t) / (pt.sigma / ps.sigma)  # undo the DDIM step
+                b_x, b_d, _ = _ODE_STEP.coefficients(pt, ps)
+                d_t, gx, gz = _vjp(den, b_x * x + b_d * d_t, grid[k - 1], a, targets)
+                rebuilt = (x - c_d * d_t) / c_x      # undo the step s -> t (on the ODE, c_x, c_d are DDIM's)
             else:
                 x = path.state(k - 1, None)
                 _, gx, gz = _vjp(den, x, grid[k - 1], a, targets)
@@ -530,7 +531,8 @@ def _backward(run: _Run, saved: tuple, grad_x: torch.Tensor, needs: tuple) -> li
         a_z = [_add(total, v) for total, v in zip(a_z, dz)]
         if run.trajectory == "reconstruct":
             # the probability-flow ODE from t back to s: DDIM / DPM-Solver++(2M) in data prediction
-            rebuilt = (ps.sigma / pt.sigma) * x + (-ps.alpha * math.expm1(-h)) * d
+            b_x, b_d, _ = _ODE_STEP.coefficients(pt, ps)
+            rebuilt = b_x * x + b_d * d
             if multistep:
                 rebuilt = rebuilt + (ps.alpha * (math.expm1(-h) + h) / hp) * (d - prev[3])
         a = a_next
