@@ -311,16 +311,17 @@ class GITS(TimeTensor):
                         cost[i, j] += dist.sum().cpu()
         cost /= n
         cost[~torch.ones(m + 1, m + 1, dtype=torch.bool).triu(1)] = math.inf
-        runs = {"nfe": 0}
+        run_nfe = 0
 
         def distance(grid_times: torch.Tensor) -> float:
             """Mean L2 distance of ``counter``'s endpoints on ``grid_times`` to the teacher's."""
+            nonlocal run_nfe
             total = 0.0
             with torch.no_grad():
                 for b, start in enumerate(range(0, n, batch_size)):
                     x, info = sample(denoiser.denoiser, schedule, x_T[start:start + batch_size], solver=counter,
                                      timesteps=grid_times, return_info=True)
-                    runs["nfe"] += info.nfe
+                    run_nfe += info.nfe
                     diff = (x - ends[b]).reshape(x.shape[0], -1).to(torch.float64)
                     total += float(diff.norm(dim=1).sum())
             return total / n
@@ -341,7 +342,7 @@ class GITS(TimeTensor):
         if refine and steps > 1:
             grid_times, history = _refine(grid_times, schedule, distance, refine)
         grid = cls(grid_times, schedule=schedule, indices=path, fine_times=fine, cost=cost, path_cost=value,
-                   fit_nfe=teacher_nfe + denoiser.calls + runs["nfe"], teacher=teacher, student=student,
+                   fit_nfe=teacher_nfe + denoiser.calls + run_nfe, teacher=teacher, student=student,
                    coeff=chosen)
         grid.validation = validation
         grid.refinement = history
