@@ -182,7 +182,7 @@ class VelocityPrediction(Prediction):
         return -s / (schedule.d_sigma(t) * a - s * schedule.d_alpha(t))
 
 
-class KarrasPrediction(Prediction):
+class KarrasPrediction(X0Prediction):
     """A k-diffusion style denoiser ``D~(x~, sigma~)`` of the variance-exploding form: it is called
     with the scaled state ``x~ = x / alpha`` and ``sigma~ = sigma / alpha`` (Karras et al. 2022, eq. 4:
     ``x / alpha = x_0 + (sigma / alpha) eps``) and returns the data prediction. For VE and EDM
@@ -192,18 +192,6 @@ class KarrasPrediction(Prediction):
 
     def model_inputs(self, x, t, schedule):
         return x / _coef(schedule.alpha, t, x), batch_time(schedule.sigma_tilde(t), x, "sigma")
-
-    def to_x0(self, out, x, t, schedule):
-        return out
-
-    def from_x0(self, x0, x, t, schedule):
-        return x0
-
-    def target(self, x0, noise, x, t, schedule):
-        return x0
-
-    def x0_error_scale(self, t, schedule):
-        return torch.ones_like(as_time(t))
 
 
 class EDMPrediction(Prediction):
