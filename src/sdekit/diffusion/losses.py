@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from ._utils import as_time, broadcast_like, check_real, check_tensor
+from ._utils import as_time, broadcast_like, check_real, check_tensor, resolve_name
 from .prediction import _check_model_kwargs, evaluate_model, get_prediction
 from .schedules import LinearFlow, Schedule
 
@@ -133,13 +133,12 @@ WEIGHTINGS = {
 def get_weighting(weighting) -> Weighting | None:
     """Resolve a weighting name (see :data:`WEIGHTINGS`), ``None`` (the prediction's plain MSE), a
     :class:`Weighting` or a callable ``w(t, schedule)``."""
-    if weighting is None or isinstance(weighting, Weighting):
-        return weighting
-    if isinstance(weighting, str):
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {weighting!r}; choose one of {sorted(WEIGHTINGS)}, None, "
-                             "or pass a callable w(t, schedule)")
-        return WEIGHTINGS[weighting]()
+    if weighting is None:
+        return None
+    resolved = resolve_name(weighting, WEIGHTINGS, Weighting, "weighting",
+                            ", None, or pass a callable w(t, schedule)")
+    if resolved is not None:
+        return resolved
     if callable(weighting):
         return weighting
     raise TypeError(f"weighting must be None, a name or a callable w(t, schedule), got "
@@ -197,13 +196,10 @@ TIME_SAMPLINGS = {"uniform": UniformTimeSampling, "lognormal": LogNormalSampling
 
 def get_time_sampling(time_sampling) -> TimeSampling:
     """Resolve a name (``"uniform"``, ``"lognormal"``) or pass a :class:`TimeSampling` through."""
-    if isinstance(time_sampling, TimeSampling):
-        return time_sampling
-    if isinstance(time_sampling, str):
-        if time_sampling not in TIME_SAMPLINGS:
-            raise ValueError(f"unknown time_sampling {time_sampling!r}; choose one of {sorted(TIME_SAMPLINGS)} "
-                             "or pass a TimeSampling object")
-        return TIME_SAMPLINGS[time_sampling]()
+    resolved = resolve_name(time_sampling, TIME_SAMPLINGS, TimeSampling, "time_sampling",
+                            " or pass a TimeSampling object")
+    if resolved is not None:
+        return resolved
     raise TypeError(f"time_sampling must be a name or a TimeSampling, got {type(time_sampling).__name__}")
 
 
