@@ -138,14 +138,21 @@ def finite_prefix(history: tuple) -> int:
     return n
 
 
-def step_order(order: int, k: int, ctx: SamplerContext, lower_order_final: bool, available: int) -> int:
-    """The order used at step ``k``: at most ``order``, at most the ``available`` usable past outputs, and,
-    with ``lower_order_final`` on a grid of fewer than 15 steps, at most ``steps - k`` (so the last step is
-    first order and the one before at most second; Lu et al. 2022, DPM-Solver++, section 5 and code)."""
+def steps_left(k: int, ctx: SamplerContext, lower_order_final: bool) -> int | None:
+    """``steps - k`` where ``lower_order_final`` caps the order of step ``k``: on grids of fewer than 15
+    steps (so the last step is first order and the one before at most second; Lu et al. 2022,
+    DPM-Solver++, section 5 and code); ``None`` (no cap) otherwise."""
     n = len(ctx.times) - 1
+    return n - k if lower_order_final and n < 15 else None
+
+
+def step_order(order: int, k: int, ctx: SamplerContext, lower_order_final: bool, available: int) -> int:
+    """The order used at step ``k``: at most ``order``, at most the ``available`` usable past outputs, and
+    at most :func:`steps_left` under ``lower_order_final``."""
     p = min(order, max(available, 1))
-    if lower_order_final and n < 15:
-        p = min(p, n - k)
+    cap = steps_left(k, ctx, lower_order_final)
+    if cap is not None:
+        p = min(p, cap)
     return max(p, 1)
 
 

@@ -15,7 +15,9 @@ from ._multistep import (
     exp_lagrange_weights,
     finite_prefix,
     push,
+    step_order,
     step_points,
+    steps_left,
 )
 from .base import Sampler
 
@@ -149,11 +151,11 @@ class SASolver(Sampler):
         c = 1.0 + tau2
         finite = math.isfinite(h)
         avail = 1 + finite_prefix(hist) if finite else 1
-        n = len(ctx.times) - 1
-        p = min(self.predictor_order, avail)
+        p = step_order(self.predictor_order, k, ctx, self.lower_order_final, avail)
         co = min(self.corrector_order, avail + 1) if finite else 0
-        if self.lower_order_final and n < 15:
-            p, co = max(min(p, n - k), 1), min(co, n - k + 1)
+        cap = steps_left(k, ctx, self.lower_order_final)
+        if cap is not None:
+            co = min(co, cap + 1)
         decay = math.exp(-tau2 * h) if tau2 > 0 else 1.0
         lin = p1.sigma / p0.sigma * decay if p0.sigma > 0 and decay > 0 else 0.0
         x1 = lin * x
