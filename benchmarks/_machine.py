@@ -1,4 +1,5 @@
-"""What the benchmarks print about the machine they ran on (shared by the scripts in this folder)."""
+"""What the benchmarks print about the machine they ran on, and how they hand out their report (shared by the
+scripts in this folder)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,12 @@ def describe(device=None) -> str:
     if device is not None and torch.device(device).type == "cuda":
         text += f" | {torch.cuda.get_device_name(device)}"
     return text
+
+
+def emit(lines: list[str], out: str | None = None) -> None:
+    """Print the report and, with ``out``, also write it to that file."""
+    text = "\n".join(lines)
+    print(text)
+    if out:
+        with open(out, "w") as fh:
+            fh.write(text + "\n")

@@ -38,7 +38,7 @@ import time
 
 import torch
 import torchsde
-from _machine import cpu_model
+from _machine import cpu_model, emit
 
 import sdekit
 from sdekit import Backprop, Checkpointed, ContinuousAdjoint, ReversibleAdjoint
@@ -297,11 +297,7 @@ def main() -> None:
     lines += ["", "Targets: ContinuousAdjoint and ReversibleAdjoint flat within 1.2x from 100 to 10,000 "
               "steps, Checkpointed about sqrt(n), Backprop linear.", "",
               f"Total run time {time.perf_counter() - start:.0f} s."]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

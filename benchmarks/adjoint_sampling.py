@@ -44,7 +44,7 @@ import gc
 import time
 
 import torch
-from _machine import describe
+from _machine import describe, emit
 from torch import nn
 
 from sdekit.core.brownian import BrownianGrid
@@ -261,11 +261,7 @@ def main() -> None:
                     f"{flat:.2f} | {cos:.4f} |")
     lines += ["", f"AdjointDEIS (ODE) memory flat within 1.2x of its {args.steps[0]}-step value: "
               f"{'yes' if flat_ok else 'NO'}. Benchmark time {time.perf_counter() - started:.0f}s."]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import datetime
 import time
 
 import torch
-from _machine import describe
+from _machine import describe, emit
 
 import sdekit
 
@@ -92,11 +92,7 @@ def main() -> None:
         lines.append(f"| {batch} | {1e3 * t_hand:.1f} | {1e3 * t_ours:.1f} | {1e3 * t_tsde:.1f} | "
                      f"{t_ours / t_hand:.2f}x | {t_tsde / t_ours:.1f}x |")
     lines += ["", "Targets: sdekit within 1.5x of the hand loop; torchsde at least 5x slower than sdekit."]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":
