@@ -22,7 +22,7 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _number(text: str, cast, ok, expected: str):
+def parse_number(text: str, cast, ok, expected: str):
     """``cast(text)`` when it parses and ``ok`` holds, else an argparse error saying what was ``expected``."""
     try:
         v = cast(text)
@@ -34,15 +34,15 @@ def _number(text: str, cast, ok, expected: str):
 
 
 def positive_int(text: str) -> int:
-    return _number(text, int, lambda v: v >= 1, "a positive integer")
+    return parse_number(text, int, lambda v: v >= 1, "a positive integer")
 
 
 def nonnegative_int(text: str) -> int:
-    return _number(text, int, lambda v: v >= 0, "an integer >= 0")
+    return parse_number(text, int, lambda v: v >= 0, "an integer >= 0")
 
 
 def positive_float(text: str) -> float:
-    return _number(text, float, lambda v: 0 < v < float("inf"), "a positive finite number")
+    return parse_number(text, float, lambda v: 0 < v < float("inf"), "a positive finite number")
 
 
 def say(*parts, file=None) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from .. import __version__
 from ..data import dataset_names, get_dataset, load_dataset
 from ..train import CHECKPOINT_JSON, CheckpointError, TrainConfig, Trainer, init_distributed, load_checkpoint
-from ._common import CLIError, nonnegative_int, positive_float, positive_int, say
+from ._common import CLIError, nonnegative_int, parse_number, positive_float, positive_int, say
 from ._recipes import DTYPES, MODELS, PREDICTIONS_FOR, SCHEDULES, RunSpec, SpecError
 
 _RUN_FLAGS = ("data", "n_train", "data_seed", "schedule", "prediction", "model", "width", "depth", "dtype")
@@ -21,23 +21,11 @@ _RESUMABLE = ("steps", "checkpoint_every", "log_every")
 
 
 def _unit_interval(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= v < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {v}")
-    return v
+    return parse_number(text, float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
 def _nonnegative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {v}")
-    return v
+    return parse_number(text, float, lambda v: 0.0 <= v < float("inf"), "a finite number >= 0")
 
 
 def add_parser(sub) -> None:
