@@ -288,6 +288,7 @@ def sdeint(
     max_steps: int = 1_000_000,
     adjoint=None,
     logqp: bool = False,
+    names: dict[str, str] | None = None,
 ):
     """Solve an SDE ``dy = f(t, y) dt + g(t, y) dW`` and return ``y`` at the times ``ts``.
 
@@ -310,6 +311,9 @@ def sdeint(
             :mod:`sdekit.core.adjoint`).
         logqp: also return the KL path term of a latent SDE: ``sde`` then needs a prior drift
             ``h(t, y)`` and ``y0`` a leading batch dimension (see :mod:`sdekit.core.latent`).
+        names: methods of ``sde`` to use under other names, as torchsde: keys ``drift``, ``diffusion``,
+            ``prior_drift``, ``diffusion_prod``, ``drift_and_diffusion``, ``drift_and_diffusion_prod``;
+            e.g. ``names={"drift": "h"}`` solves with the prior drift (see :mod:`sdekit.core._names`).
 
     Returns:
         A tensor ``(len(ts), *y0.shape)``, or a tuple of such for a tuple state. With ``logqp=True``
@@ -327,6 +331,10 @@ def sdeint(
     rtol = _check_positive("rtol", rtol, allow_none=False)
     atol = _check_positive("atol", atol, allow_none=False)
     dt_min = _check_positive("dt_min", dt_min)
+    if names is not None:
+        from ._names import rename_methods
+
+        sde = rename_methods(sde, names)
     if logqp:
         from .latent import _with_logqp
 
