@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from .base import ODESolver, SDESolver
+from .euler_heun import EulerHeun
+from .log_ode import LogODE
 from .ode_solvers import BOSH3, DOPRI5, EULER, HEUN, MIDPOINT, RK4, TSIT5, ButcherTableau, ExplicitRK
 from .sde_solvers import SRA1, SRI2, SRK, Euler, Heun, Midpoint, Milstein, ReversibleHeun, SRKTableau
 
 __all__ = [
-    "SDESolver", "ODESolver", "Euler", "Milstein", "SRK", "Heun", "Midpoint", "ReversibleHeun",
+    "SDESolver", "ODESolver", "Euler", "Milstein", "SRK", "Heun", "Midpoint", "ReversibleHeun", "EulerHeun", "LogODE",
     "SRKTableau", "SRI2", "SRA1", "ButcherTableau", "ExplicitRK", "EULER", "MIDPOINT", "HEUN",
     "RK4", "BOSH3", "DOPRI5", "TSIT5", "SDE_METHODS", "ODE_METHODS", "sde_solver", "ode_solver",
 ]
@@ -21,6 +23,8 @@ SDE_METHODS = {
     "heun": lambda sde_type: Heun(),
     "midpoint": lambda sde_type: Midpoint(),
     "reversible_heun": lambda sde_type: ReversibleHeun(),
+    "euler_heun": lambda sde_type: EulerHeun(),
+    "log_ode": lambda sde_type: LogODE(),
 }
 
 ODE_METHODS = {t.name: t for t in (EULER, MIDPOINT, HEUN, RK4, BOSH3, DOPRI5, TSIT5)}
