@@ -92,16 +92,21 @@ STEPS = {1: (16, 32, 64, 128), 2: (32, 64, 128, 256), 3: (48, 96, 192, 384), 4: 
 LONG = {1: (128, 256, 512, 1024), 2: (256, 512, 1024, 2048), 3: (256, 512, 1024, 2048),
         4: (128, 256, 512, 1024)}
 
+# The formulas' orders, so without lower_order_final: its first-order last step (the references' rule,
+# on by default) adds a local error O(h^2), which caps the global order at 2 as the steps grow.
+FULL = {"lower_order_final": False}
 ODE_SAMPLERS = [
-    DDIM(), DPMSolverPP(2), DPMSolverPP(3), SDEDPMSolverPP(eta=0.0),
-    SDEDPMSolverPP(eta=0.0, solver_type="heun"),
-    DEIS(1), DEIS(2), DEIS(3), DEIS(3, variable="lambda"), DEIS(3, extrapolate="x0"),
+    DDIM(), DPMSolverPP(2, **FULL), DPMSolverPP(3, **FULL), SDEDPMSolverPP(eta=0.0, **FULL),
+    SDEDPMSolverPP(eta=0.0, solver_type="heun", **FULL),
+    DEIS(1, **FULL), DEIS(2, **FULL), DEIS(3, **FULL), DEIS(3, variable="lambda", **FULL),
+    DEIS(3, extrapolate="x0", **FULL),
     IPNDM(2), IPNDM(3),
-    UniPC(1), UniPC(2), UniPC(3), UniPC(1, variant="bh1"), UniPC(2, variant="bh1"), UniPC(2, corrector=False),
+    UniPC(1, **FULL), UniPC(2, **FULL), UniPC(3, **FULL), UniPC(1, variant="bh1", **FULL),
+    UniPC(2, variant="bh1", **FULL), UniPC(2, corrector=False, **FULL),
     EDMHeun(), ERSDE(1, noise_scale="ode"), ERSDE(2, noise_scale="ode"), ERSDE(3, noise_scale="ode"),
-] + [SASolver(p, c, tau=0.0) for p, c in [(1, 0), (2, 0), (3, 0), (4, 0), (1, 2), (1, 3), (1, 4), (2, 3),
-                                           (2, 4), (3, 4), (2, 1), (3, 1), (3, 2), (4, 2)]]
-LONG_SAMPLERS = [IPNDM(4)] + [SASolver(p, c, tau=0.0)
+] + [SASolver(p, c, tau=0.0, **FULL) for p, c in [(1, 0), (2, 0), (3, 0), (4, 0), (1, 2), (1, 3), (1, 4),
+                                                  (2, 3), (2, 4), (3, 4), (2, 1), (3, 1), (3, 2), (4, 2)]]
+LONG_SAMPLERS = [IPNDM(4)] + [SASolver(p, c, tau=0.0, **FULL)
                               for p, c in [(1, 1), (4, 1), (2, 2), (3, 3), (4, 3), (4, 4)]]
 
 
@@ -202,15 +207,18 @@ def test_lower_order_final():
                                sample(den, s, x_T, solver=DDIM(), steps=2), rtol=1e-13, atol=1e-13)
     assert not torch.allclose(sample(den, s, x_T, solver=DPMSolverPP(2, lower_order_final=False), steps=2),
                               sample(den, s, x_T, solver=DDIM(), steps=2))
-    # from 15 steps on the flag changes nothing
+    # the flag acts at every step count (no 15-step limit): the last step of a 25-step grid is DDIM's
     for make in (lambda f: DPMSolverPP(3, lower_order_final=f), lambda f: UniPC(2, lower_order_final=f),
                  lambda f: DEIS(3, lower_order_final=f),
                  lambda f: SASolver(3, 4, tau=0.0, lower_order_final=f),
                  lambda f: SDEDPMSolverPP(eta=0.0, lower_order_final=f)):
-        assert torch.equal(sample(den, s, x_T, solver=make(True), steps=15),
-                           sample(den, s, x_T, solver=make(False), steps=15))
-        assert not torch.equal(sample(den, s, x_T, solver=make(True), steps=6),
-                               sample(den, s, x_T, solver=make(False), steps=6))
+        for steps in (6, 15, 25):
+            assert not torch.equal(sample(den, s, x_T, solver=make(True), steps=steps),
+                                   sample(den, s, x_T, solver=make(False), steps=steps))
+    for solver in (DPMSolverPP(3), DEIS(3), SASolver(3, 0, tau=0.0), SDEDPMSolverPP(eta=0.0)):  # no corrector
+        info = sample(den, s, x_T, solver=solver, steps=25, return_trajectory=True)[1]
+        last = sample(den, s, info.trajectory[-2], solver=DDIM(), timesteps=info.timesteps[-2:])
+        torch.testing.assert_close(info.trajectory[-1], last, rtol=1e-12, atol=1e-12, msg=repr(solver))
 
 
 def test_edm_heun_is_karras_algorithm_2():

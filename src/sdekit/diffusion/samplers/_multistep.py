@@ -139,11 +139,17 @@ def finite_prefix(history: tuple) -> int:
 
 
 def steps_left(k: int, ctx: SamplerContext, lower_order_final: bool) -> int | None:
-    """``steps - k`` where ``lower_order_final`` caps the order of step ``k``: on grids of fewer than 15
-    steps (so the last step is first order and the one before at most second; Lu et al. 2022,
-    DPM-Solver++, section 5 and code); ``None`` (no cap) otherwise."""
-    n = len(ctx.times) - 1
-    return n - k if lower_order_final and n < 15 else None
+    """The cap ``lower_order_final`` puts on the order of step ``k`` (0-based): the number of steps left,
+    ``steps - k``, on every grid, so the last step is first order and the one before at most second (the
+    official DPM-Solver and UniPC code, ``step_order = min(order, steps + 1 - step)``; Lu et al. 2022,
+    DPM-Solver++, section 5). ``None`` (no cap) when ``lower_order_final`` is off.
+
+    The cap does not depend on the number of steps (diffusers applies it below 15 steps only): the last
+    step of a grid ending near ``t = 0`` is long in log-SNR whatever the count (``VP``'s uniform grid to
+    ``t_min = 1e-3``: about 3 against 0.5 for the one before at 15 steps), and a high-order
+    extrapolation over it throws samples off the data.
+    """
+    return len(ctx.times) - 1 - k if lower_order_final else None
 
 
 def step_order(order: int, k: int, ctx: SamplerContext, lower_order_final: bool, available: int) -> int:

@@ -46,8 +46,9 @@ class DEIS(Sampler):
     ``lambda`` they are exact (closed-form moments ``int e^{-u} u^k``); in ``t`` they use 24-point
     Gauss–Legendre quadrature in ``u``, exact to rounding for these analytic integrands (the paper
     integrates them numerically too). ``extrapolate="x0"`` uses the data prediction with the weight
-    ``e^{u}`` instead. First steps use lower orders; with ``lower_order_final`` and fewer than 15 steps
-    the last ones too. A step with ``h = inf`` is the exact first-order (DDIM) step.
+    ``e^{u}`` instead. First steps use lower orders; with ``lower_order_final`` (default) the last ones
+    too: the order is at most the number of steps left, on every grid. A step with ``h = inf`` is the
+    exact first-order (DDIM) step.
 
     Arguments:
         order: polynomial order ``r`` in ``{1, 2, 3}`` (default 3: tAB3); ``r = 1`` is DDIM.

@@ -53,14 +53,18 @@ class DPMSolverPP(Sampler):
       third order.
 
     The ``phi`` functions are evaluated without cancellation for small ``h``. The first steps use lower
-    orders (not enough history); with ``lower_order_final`` and fewer than 15 steps the last steps do too
-    (the last one first order), which stabilises few-step sampling (Lu et al., section 5). A step with
+    orders (not enough history); with ``lower_order_final`` the last steps do too: the order is at most the
+    number of steps left (the last step first order, the one before at most second), on every grid, as the
+    official code (``min(order, steps + 1 - step)``; Lu et al., section 5). This matters at any step count:
+    the last step of a grid that ends near ``t = 0`` is long in log-SNR, and an extrapolation of order 2 or
+    3 over it lands off the data. A step with
     ``h = inf`` (``sigma = 0`` at its end or ``alpha = 0`` at its start) is the exact first-order step.
 
     Arguments:
         order: 2 (default) or 3 (1 is DDIM).
-        lower_order_final: lower the order on the last steps of grids with fewer than 15 steps (default
-            True).
+        lower_order_final: cap the order of each step at the number of steps left, whatever the number of
+            steps (default True, as the official code; diffusers applies it below 15 steps only). False:
+            the full order up to the last step.
 
     Declares ``order`` = the order, one model call per step.
     """
@@ -122,8 +126,8 @@ class SDEDPMSolverPP(Sampler):
     * ``solver_type="heun"``: the exact integral of the linear extrapolation,
       ``alpha_t c h phi_2(-c h) D_1`` (``= alpha_t (1 - (1 - e^{-ch})/(ch)) D_1``).
 
-    ``z = dW / sqrt|dt|`` comes from the Brownian source. First step (and, with ``lower_order_final`` on
-    grids of fewer than 15 steps, the last) first order.
+    ``z = dW / sqrt|dt|`` comes from the Brownian source. First step (and, with ``lower_order_final``, the
+    last, on every grid) first order.
 
     Arguments:
         eta: noise scale ``eta >= 0`` (default 1, the reverse SDE); 0 gives a deterministic 2M-type ODE

@@ -84,7 +84,8 @@ class SASolver(Sampler):
     code's monomials in absolute ``lambda``, which lose digits). ``tau`` is taken at the noise level
     ``s = sigma/alpha`` of the step's start and held for the step (predictor and its corrector).
     Orders rise over the first steps (``p <= steps done + 1``, ``c_o <= steps done + 2``); with
-    ``lower_order_final`` and fewer than 15 steps they fall on the last ones. ``xi = dW / sqrt|dt|``
+    ``lower_order_final`` (default) they fall on the last ones, on every grid (``p <= steps left``,
+    ``c_o <= steps left + 1``, as diffusers' ``SASolverScheduler``). ``xi = dW / sqrt|dt|``
     comes from the Brownian source.
 
     ``tau = 0`` is a deterministic multistep ODE solver of order ``p`` (no corrector) or

@@ -42,8 +42,9 @@ class UniPC(Sampler):
     The state returned at the last grid time is the predictor's (no model call there), as the paper.
 
     ``phi_k`` are evaluated without cancellation for small ``h``. Orders rise over the first steps; with
-    ``lower_order_final`` and fewer than 15 steps they fall on the last ones. A step with ``h = inf`` is
-    the exact first-order step, without corrector.
+    ``lower_order_final`` (default) they fall on the last ones: the predictor order is at most the
+    number of steps left, on every grid (the official code's ``min(order, steps + 1 - step)``). A step
+    with ``h = inf`` is the exact first-order step, without corrector.
 
     Arguments:
         predictor_order: ``p`` in 1..3 (default 2, the official default).
