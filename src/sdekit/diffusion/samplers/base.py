@@ -106,6 +106,17 @@ class Sampler:
         """One step from ``t0`` to ``t1 < t0``; returns ``(x1, state)``."""
         raise NotImplementedError
 
+    #: whether :meth:`invert` can rebuild a step's input from its output (AdjointDEIS then rebuilds the
+    #: path backwards instead of storing it)
+    invertible: bool = False
+
+    def invert(self, ctx: SamplerContext, k: int, t0: float, t1: float, x1: torch.Tensor, state1,
+               d1: torch.Tensor | None, *, tol: float, max_iter: int):
+        """The input ``(x0, state0)`` of step ``k`` from its output ``(x1, state1)``, to ``tol`` in max norm,
+        or ``None`` when that is not reached within ``max_iter`` model calls. ``d1`` is ``D(x1, t1)``
+        when the caller has it (a starting guess). Only for samplers that declare ``invertible``."""
+        raise NotImplementedError(f"{type(self).__name__} does not declare an inverse step")
+
     def nfe(self, steps: int) -> int | None:
         """Model calls for a grid of ``steps`` steps (``None`` if not known in advance)."""
         return None if self.nfe_per_step is None else steps * self.nfe_per_step

@@ -45,6 +45,50 @@ class DDIM(Sampler):
         keep = math.sqrt(max(p1.sigma**2 - sigma_eta**2, 0.0))
         return keep / p0.sigma, p1.alpha - keep * p0.alpha / p0.sigma, sigma_eta
 
+    @property
+    def invertible(self) -> bool:
+        """Deterministic DDIM steps can be inverted (:meth:`invert`)."""
+        return not self.stochastic
+
+    def invert(self, ctx, k, t0, t1, x1, state1, d1, *, tol, max_iter):
+        r"""The input of a deterministic step from its output: the root of
+        ``F(x) = c_x x + c_d D(x, t_0) - x_1``, started from a DDIM step backwards from ``x_1`` (with
+        ``d1 = D(x_1, t_1)``, or ``x_1`` itself), by the iteration ``x <- x - w F(x)`` with the per-sample
+        Barzilai–Borwein step ``w = <s, s> / <s, y>`` (``s``, ``y`` the last changes of ``x`` and ``F``; the
+        first ``w = 1 / c_x`` is the plain fixed-point step ``x <- (x_1 - c_d D(x)) / c_x``). The Jacobian
+        ``c_x I + c_d D_x`` is symmetric positive definite for an exact denoiser (``D_x`` is a posterior
+        covariance times ``alpha / sigma^2``), so the error in ``x`` is at most ``|F| / c_x``: the iteration
+        stops when ``max |F| / c_x <= tol`` and returns ``None`` when that takes more than ``max_iter``
+        model calls or ``F`` turns non-finite."""
+        p0, p1 = schedule_point(ctx.schedule, t0), schedule_point(ctx.schedule, t1)
+        c_x, c_d, _ = self.coefficients(p0, p1)
+        if self.stochastic or not (c_x > 0 and math.isfinite(c_x) and math.isfinite(c_d)):
+            return None
+        x = x1
+        if d1 is not None:
+            b_x, b_d, _ = self.coefficients(p1, p0)
+            if math.isfinite(b_x) and math.isfinite(b_d):
+                x = b_x * x1 + b_d * d1
+        dims = tuple(range(1, x1.dim()))
+        w = 1.0 / c_x
+        x_prev = f_prev = None
+        for _ in range(max_iter):
+            f = c_x * x + c_d * ctx.denoiser(x, t0) - x1
+            residual = float(f.abs().max()) / c_x
+            if not math.isfinite(residual):
+                return None
+            if residual <= tol:
+                return x, state1
+            if x_prev is not None:
+                s, y = x - x_prev, f - f_prev
+                ss = (s * s).sum(dims, keepdim=True) if dims else s * s
+                sy = (s * y).sum(dims, keepdim=True) if dims else s * y
+                # BB step where the curvature along s is positive; the plain step elsewhere
+                w = (ss / sy).where(sy > 0, 1.0 / c_x)
+            x_prev, f_prev = x, f
+            x = x - w * f
+        return None
+
     def step(self, ctx, k, t0, t1, x, state):
         p0, p1 = schedule_point(ctx.schedule, t0), schedule_point(ctx.schedule, t1)
         d = ctx.denoiser(x, t0)
