@@ -1,31 +1,57 @@
-"""sdekit: stochastic differential equations for generative modelling in PyTorch."""
+"""sdekit: stochastic differential equations for generative modelling in PyTorch.
 
-from . import data as data  # embedded data sets: sdekit.data
-from . import diffusion as diffusion  # the diffusion layer: sdekit.diffusion
-from . import metrics as metrics  # SW2, MMD, noise floors: sdekit.metrics
-from . import nn as nn  # reference networks: sdekit.nn
-from . import train as train  # trainer, checkpoints, DDP: sdekit.train
-from .core import (
-    NOISE_TYPES,
-    SDE,
-    SDE_TYPES,
-    AdjointStrategy,
-    Backprop,
-    BrownianGrid,
-    BrownianPath,
-    Checkpointed,
-    ContinuousAdjoint,
-    ODESolver,
-    ReversibleAdjoint,
-    SDESolver,
-    odeint,
-    sdeint,
-)
+``import sdekit`` is cheap: the core's names (``sdekit.sdeint``, ``sdekit.BrownianPath``, ...) and the
+subpackages (``sdekit.diffusion``, ``sdekit.data``, ``sdekit.metrics``, ``sdekit.nn``, ``sdekit.train``,
+``sdekit.torchsde``) load on first use (PEP 562 module ``__getattr__``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
+# public name -> the module that defines it (imported on first access)
+_CORE_NAMES = (
     "sdeint", "odeint", "BrownianPath", "BrownianGrid", "SDE", "NOISE_TYPES", "SDE_TYPES",
-    "SDESolver", "ODESolver", "__version__",
+    "SDESolver", "ODESolver",
     "AdjointStrategy", "Backprop", "Checkpointed", "ContinuousAdjoint", "ReversibleAdjoint",
-]
+)
+_SUBPACKAGES = ("core", "data", "diffusion", "metrics", "nn", "train", "torchsde", "cli")
+
+__all__ = [*_CORE_NAMES, "__version__"]
+
+if TYPE_CHECKING:  # the static view of the lazy names
+    from . import data, diffusion, metrics, nn, train  # noqa: F401
+    from .core import (  # noqa: F401
+        NOISE_TYPES,
+        SDE,
+        SDE_TYPES,
+        AdjointStrategy,
+        Backprop,
+        BrownianGrid,
+        BrownianPath,
+        Checkpointed,
+        ContinuousAdjoint,
+        ODESolver,
+        ReversibleAdjoint,
+        SDESolver,
+        odeint,
+        sdeint,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CORE_NAMES:
+        value = getattr(importlib.import_module(".core", __name__), name)
+    elif name in _SUBPACKAGES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'sdekit' has no attribute {name!r}")
+    globals()[name] = value  # later accesses skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_CORE_NAMES, *_SUBPACKAGES})

@@ -7,15 +7,16 @@ from pathlib import Path
 
 import torch
 
+from ..extras import require
+
 __all__ = ["sample_figure", "loss_figure"]
 
 
 def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)
+    backend = require("matplotlib.backends.backend_agg", "plots", "PNG figures")
+    figure = require("matplotlib.figure", "plots", "PNG figures")
+    fig = figure.Figure(figsize=(width, height), dpi=110)
+    backend.FigureCanvasAgg(fig)
     return fig
 
 

@@ -7,6 +7,8 @@ import functools
 import numpy as np
 import torch
 
+from ..extras import require
+
 __all__ = ["digits", "DIGITS_SPLIT_SIZES"]
 
 _SPLIT_SEED = 20240601
@@ -17,9 +19,8 @@ DIGITS_SPLIT_SIZES = {"train": 1500, "heldout": _N_HELDOUT}
 
 @functools.lru_cache(maxsize=1)
 def _load() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
+    datasets = require("sklearn.datasets", "data", "sdekit.data.digits()")
+    bunch = datasets.load_digits()
     images = bunch.images.astype(np.float64) / 16.0 * 2.0 - 1.0
     labels = bunch.target.astype(np.int64)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(_SPLIT_SEED)).numpy()

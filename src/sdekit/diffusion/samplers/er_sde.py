@@ -6,8 +6,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from scipy.integrate import quad
-
 from ._multistep import HistoryEntry, check_order, push, step_points
 from .base import Sampler
 
@@ -61,6 +59,8 @@ class NoiseScale:
         def g2(v):
             s = math.exp(v)
             return s * (s - s_s) * (phi_t / self(s) - 1.0)
+
+        from scipy.integrate import quad  # here: scipy.integrate costs ~1 s at import
 
         a, b = math.log(s_t), math.log(s_s)
         c1 = quad(g1, a, b, epsabs=0.0, epsrel=1e-12, limit=200)[0]
