@@ -511,22 +511,27 @@ class _ReplayedPath:
     """``(x_k, S_k)`` for ``k = n - 1, ..., 0`` from all stored states or by replaying checkpointed
     segments forwards (the same Brownian increments)."""
 
-    def __init__(self, run: _Run, xs: dict, sampler_states: dict, bctx: SamplerContext, stored: bool) -> None:
+    def __init__(self, run: _Run, xs: dict, sampler_states: dict, bctx: SamplerContext, stored: bool,
+                 to_end: bool = False) -> None:
         self.run, self.xs, self.sampler_states, self.bctx, self.stored = run, xs, sampler_states, bctx, stored
         self.starts = sorted(xs)
+        self.to_end = to_end   # also replay the state at the end of each segment (the continuous adjoint's x_n)
         self.segment_states: dict = {}
 
     def at(self, k: int):
         if self.stored:
-            return self.xs[k], self.sampler_states[k]
+            return self.xs[k], self.sampler_states.get(k)
         if k not in self.segment_states:
             run = self.run
-            start = max(s for s in self.starts if s <= k)
+            if self.to_end and k > 0:   # the segment (start, end] that holds k, replayed to its end
+                start = max(s for s in self.starts if s < k)
+            else:                       # the segment [start, end) that holds k
+                start = max(s for s in self.starts if s <= k)
             end = min(start + run.segment, len(run.grid) - 1)
             x, state = self.xs[start], self.sampler_states[start]
             self.segment_states = {start: (x, state)}
             with torch.no_grad():
-                for j in range(start, end - 1):
+                for j in range(start, end if self.to_end else end - 1):
                     x, state = run.sampler.step(self.bctx, j, run.grid[j], run.grid[j + 1], x, state)
                     self.segment_states[j + 1] = (x, state)
         return self.segment_states[k]
@@ -573,11 +578,7 @@ def _transposed_backward(run: _Run, saved: tuple, grad_x: torch.Tensor, needs: t
                          saved_bytes=_tensor_bytes(list(saved)),
                          held_bytes=_tensor_bytes([list((run.checkpoints or {}).values()), run.states or [],
                                                    run.final_state]))
-    base = run.denoiser
-    conds = [base.model_kwargs[k].detach().requires_grad_(True) for k in run.cond_keys]
-    den = copy.copy(base)
-    den.model_kwargs = {**base.model_kwargs, **dict(zip(run.cond_keys, conds))}
-    targets = conds + list(run.params)
+    den, targets = _differentiated(run)
     recorder = _Recorder(den, stats)
     bctx = SamplerContext(denoiser=recorder, schedule=run.ctx.schedule, times=run.grid, noise=run.ctx.noise)
     grad_x = grad_x.to(dtype=saved[-1].dtype).contiguous()
@@ -596,6 +597,21 @@ def _transposed_backward(run: _Run, saved: tuple, grad_x: torch.Tensor, needs: t
         raise FloatingPointError(f"{run.name}: the gradient through the sampler became non-finite; check the "
                                  "model and the grid")
     run.strategy.stats = stats
+    return _gradients(a, a_z, targets, needs)
+
+
+def _differentiated(run: _Run) -> tuple[Denoiser, list]:
+    """The backward pass's denoiser, whose differentiated ``model_kwargs`` tensors are detached leaves, and the
+    tensors differentiated besides the state (those leaves, then the parameters)."""
+    base = run.denoiser
+    conds = [base.model_kwargs[k].detach().requires_grad_(True) for k in run.cond_keys]
+    den = copy.copy(base)
+    den.model_kwargs = {**base.model_kwargs, **dict(zip(run.cond_keys, conds))}
+    return den, conds + list(run.params)
+
+
+def _gradients(a: torch.Tensor, a_z: list, targets: list, needs: tuple) -> list:
+    """The Function's input gradients: ``a`` for ``x_T``, then each target's (zeros where it was unused)."""
     out = [a]
     for j, need in enumerate(needs):
         g = a_z[j]
@@ -684,104 +700,46 @@ def _diff(value, prev, back: float = 1.0):
     return -back * prev if value is None else value - back * prev
 
 
-class _Path:
-    """The states ``x_k`` the backward pass visits, from ``k = n`` down to ``k = 1``."""
+class _ContinuousStep:
+    """One backward step of the continuous adjoint from grid time ``k`` to ``k - 1``: subclasses hold what
+    their multistep formula keeps between steps (the previous backward point, a rebuilt state)."""
 
-    def __init__(self, run: _Run, saved: tuple, stats: AdjointStats) -> None:
-        self.run, self.saved, self.stats = run, saved, stats
-        self.segment_states: dict[int, torch.Tensor] = {}
-        if run.trajectory == "checkpoint":
-            self.starts = sorted(run.checkpoints)
-            self.replay = SamplerContext(denoiser=self._counted, schedule=run.ctx.schedule, times=run.grid,
-                                         noise=run.ctx.noise)
+    def __init__(self, run: _Run, den, targets: list, path, stats: AdjointStats) -> None:
+        self.run, self.den, self.targets, self.path, self.stats = run, den, targets, path, stats
+        self.k2 = 1.0 + run.tau2
+        self.rebuilt: torch.Tensor | None = None   # "reconstruct": the state rebuilt at the next k
+        self.prev = None                          # order 2: (lambda, V_x, V_z, D) at the previous point
 
-    def _counted(self, x, t):
+    def state(self, k: int) -> torch.Tensor:
+        """``x_k``: rebuilt backwards (``"reconstruct"``) or from the replayed/stored path."""
+        if self.run.trajectory == "reconstruct":
+            return self.path[-1] if self.rebuilt is None else self.rebuilt
+        return self.path.at(k)[0]
+
+    def vjp(self, x: torch.Tensor, k: int, a: torch.Tensor):
         self.stats.backward_calls += 1
-        return self.run.denoiser(x, t)
+        return _vjp(self.den, x, self.run.grid[k], a, self.targets)
 
-    def state(self, k: int, rebuilt: torch.Tensor | None) -> torch.Tensor:
-        run = self.run
-        if run.trajectory == "store":
-            return self.saved[k]
-        if run.trajectory == "reconstruct":
-            return self.saved[-1] if rebuilt is None else rebuilt
-        if k in self.starts and k not in self.segment_states:
-            return self.saved[self.starts.index(k)]
-        if k not in self.segment_states:  # replay the segment that ends at k (same noise, exact states)
-            start = max(s for s in self.starts if s < k)
-            end = min(start + run.segment, len(run.grid) - 1)
-            x = self.saved[self.starts.index(start)]
-            state = run.checkpoints[start]
-            self.segment_states = {start: x}
-            with torch.no_grad():
-                for j in range(start, end):
-                    x, state = run.sampler.step(self.replay, j, run.grid[j], run.grid[j + 1], x, state)
-                    self.segment_states[j + 1] = x
-        return self.segment_states[k]
+    def __call__(self, k: int, a: torch.Tensor, a_z: list) -> tuple[torch.Tensor, list]:
+        raise NotImplementedError
 
-    def working_bytes(self) -> int:
-        return _tensor_bytes(list(self.segment_states.values()))
+    def held(self) -> list:
+        return [self.rebuilt, self.prev]
 
 
-def _backward(run: _Run, saved: tuple, grad_x: torch.Tensor, needs: tuple) -> list:
-    """The AdjointDEIS backward pass; returns the gradients of ``x_T`` and of the Function inputs."""
-    strategy = run.strategy
-    order, grid, pts, tau2 = strategy.order, run.grid, run.points, run.tau2
-    k2 = 1.0 + tau2
-    n = len(grid) - 1
-    stats = AdjointStats(steps=n, trajectory=run.trajectory, discretisation="continuous",
-                         saved_bytes=_tensor_bytes(list(saved)),
-                         held_bytes=_tensor_bytes(list((run.checkpoints or {}).values())))
-    base = run.denoiser
-    conds = [base.model_kwargs[k].detach().requires_grad_(True) for k in run.cond_keys]
-    den = copy.copy(base)
-    den.model_kwargs = {**base.model_kwargs, **dict(zip(run.cond_keys, conds))}
-    targets = conds + list(run.params)
-    path = _Path(run, saved, stats)
+class _ExponentialStep(_ContinuousStep):
+    """Orders 1 and 2 (multistep) of both forms: ``V`` held at ``t`` or linear through ``t`` and the
+    previous backward point; the state equation's exponential weight integrated exactly."""
 
-    a = grad_x.to(dtype=saved[-1].dtype).contiguous()
-    a_z: list = [None] * len(targets)
-    rebuilt = None
-    prev = None  # (lambda, V_x, V_z, D) at the previous (less noisy) backward point
-    d_t = None   # transposed order 1: D at the less noisy end, for the next rebuilt state's first guess
-    transposed = order == 1 and strategy.form == "x0"
-    bar = progress_bar(run.progress, n, run.name + " adjoint")
-    for k in range(n, 0, -1):
+    def __call__(self, k, a, a_z):
+        run, pts, prev, k2 = self.run, self.run.points, self.prev, self.k2
         pt, ps = pts[k], pts[k - 1]
         h = ps.log_snr - pt.log_snr          # < 0: backwards in lambda
-        if transposed:
-            # the model term at the noisier end s: a(s) = c_x a(t) + c_d a^T D_x(x_s, s), the transpose of
-            # the first-order exponential-integrator step x_t = c_x x_s + c_d D(x_s, s) (+ noise)
-            if isinstance(run.sampler, DDIM):
-                c_x, c_d, _ = run.sampler.coefficients(ps, pt)
-            else:
-                c_x, c_d = (pt.sigma / ps.sigma) * math.exp(tau2 * h), -pt.alpha * math.expm1(k2 * h)
-            if run.trajectory == "reconstruct":
-                x = path.state(k, rebuilt)
-                if d_t is None:
-                    with torch.no_grad():
-                        d_t = den(x, grid[k])
-                    stats.backward_calls += 1
-                b_x, b_d, _ = _ODE_STEP.coefficients(pt, ps)
-                d_t, gx, gz = _vjp(den, b_x * x + b_d * d_t, grid[k - 1], a, targets)
-                rebuilt = (x - c_d * d_t) / c_x      # undo the step s -> t (on the ODE, c_x, c_d are DDIM's)
-            else:
-                x = path.state(k - 1, None)
-                _, gx, gz = _vjp(den, x, grid[k - 1], a, targets)
-            stats.backward_calls += 1
-            a = c_x * a + c_d * gx
-            a_z = [_add(total, None if g is None else c_d * g) for total, g in zip(a_z, gz)]
-            stats.peak_working_bytes = max(stats.peak_working_bytes,
-                                           _tensor_bytes([x, a, a_z, rebuilt, d_t]) + path.working_bytes())
-            if bar is not None:
-                bar.update(1)
-            continue
-        x = path.state(k, rebuilt)
-        d, gx, gz = _vjp(den, x, grid[k], a, targets)
-        stats.backward_calls += 1
-        multistep = order == 2 and prev is not None
+        x = self.state(k)
+        d, gx, gz = self.vjp(x, k, a)
+        multistep = run.strategy.order == 2 and prev is not None
         hp = pt.log_snr - prev[0] if multistep else None
-        if strategy.form == "eps":
+        if run.strategy.form == "eps":
             # a^T eps_x = (a - alpha a^T D_x) / sigma,  a^T eps_z = -(alpha / sigma) a^T D_z
             v_x = (pt.alpha**2 / pt.sigma) * (a - pt.alpha * gx)
             v_z = [None if g is None else (-pt.alpha**2 / pt.sigma) * g for g in gz]
@@ -809,19 +767,76 @@ def _backward(run: _Run, saved: tuple, grad_x: torch.Tensor, needs: tuple) -> li
                 rz = k2 * h * h / (2.0 * hp)
                 i_z = [_add(iz, None if dv is None else rz * dv)
                        for iz, dv in zip(i_z, (_diff(v, pv) for v, pv in zip(v_z, prev[2])))]
-            a_next = ((pt.sigma / ps.sigma) * math.exp(tau2 * h)) * a - i_x / ps.alpha
+            a_next = ((pt.sigma / ps.sigma) * math.exp(run.tau2 * h)) * a - i_x / ps.alpha
             dz = [None if iz is None else -iz for iz in i_z]
-        a_z = [_add(total, v) for total, v in zip(a_z, dz)]
         if run.trajectory == "reconstruct":
             # the probability-flow ODE from t back to s: DDIM / DPM-Solver++(2M) in data prediction
             b_x, b_d, _ = _ODE_STEP.coefficients(pt, ps)
-            rebuilt = b_x * x + b_d * d
+            self.rebuilt = b_x * x + b_d * d
             if multistep:
-                rebuilt = rebuilt + (ps.alpha * (math.expm1(-h) + h) / hp) * (d - prev[3])
-        a = a_next
-        if order == 2:
-            prev = (pt.log_snr, v_x, v_z, d)
-        working = _tensor_bytes([x, a, a_z, rebuilt, prev]) + path.working_bytes()
+                self.rebuilt = self.rebuilt + (ps.alpha * (math.expm1(-h) + h) / hp) * (d - prev[3])
+        if run.strategy.order == 2:
+            self.prev = (pt.log_snr, v_x, v_z, d)
+        return a_next, [_add(total, v) for total, v in zip(a_z, dz)]
+
+
+class _FirstOrderDataStep(_ContinuousStep):
+    """Order 1 of the data form: the model term at the noisier end ``s``, ``a(s) = c_x a(t) + c_d a^T D_x(x_s,
+    s)``, the transpose of the first-order step ``x_t = c_x x_s + c_d D(x_s, s)`` (DDIM's own coefficients
+    with :class:`DDIM`). Rebuilding: a DDIM step from ``t`` to ``s`` is the first guess of ``x_s``, the model
+    call is made there, and the step ``s -> t`` is undone exactly with that ``D``."""
+
+    d_t: torch.Tensor | None = None   # D at the less noisy end, for the next rebuilt state's first guess
+
+    def __call__(self, k, a, a_z):
+        run, pts, k2 = self.run, self.run.points, self.k2
+        pt, ps = pts[k], pts[k - 1]
+        h = ps.log_snr - pt.log_snr
+        if isinstance(run.sampler, DDIM):
+            c_x, c_d, _ = run.sampler.coefficients(ps, pt)
+        else:
+            c_x, c_d = (pt.sigma / ps.sigma) * math.exp(run.tau2 * h), -pt.alpha * math.expm1(k2 * h)
+        if run.trajectory == "reconstruct":
+            x = self.state(k)
+            if self.d_t is None:
+                with torch.no_grad():
+                    self.d_t = self.den(x, run.grid[k])
+                self.stats.backward_calls += 1
+            b_x, b_d, _ = _ODE_STEP.coefficients(pt, ps)
+            self.d_t, gx, gz = self.vjp(b_x * x + b_d * self.d_t, k - 1, a)
+            self.rebuilt = (x - c_d * self.d_t) / c_x      # undo the step s -> t
+        else:
+            _, gx, gz = self.vjp(self.path.at(k - 1)[0], k - 1, a)
+        return c_x * a + c_d * gx, [_add(total, None if g is None else c_d * g) for total, g in zip(a_z, gz)]
+
+    def held(self) -> list:
+        return [self.rebuilt, self.d_t]
+
+
+def _backward(run: _Run, saved: tuple, grad_x: torch.Tensor, needs: tuple) -> list:
+    """The continuous adjoint's backward pass; returns the gradients of ``x_T`` and of the Function inputs."""
+    n = len(run.grid) - 1
+    stats = AdjointStats(steps=n, trajectory=run.trajectory, discretisation="continuous",
+                         saved_bytes=_tensor_bytes(list(saved)),
+                         held_bytes=_tensor_bytes(list((run.checkpoints or {}).values())))
+    den, targets = _differentiated(run)
+    replay = SamplerContext(denoiser=_Recorder(run.denoiser, stats), schedule=run.ctx.schedule, times=run.grid,
+                            noise=run.ctx.noise)
+    if run.trajectory == "reconstruct":
+        path = saved
+    elif run.trajectory == "store":
+        path = _ReplayedPath(run, dict(enumerate(saved)), {}, replay, stored=True)
+    else:
+        starts = _checkpoint_saves(n, run.segment)[:-1]
+        path = _ReplayedPath(run, dict(zip(starts, saved)), run.checkpoints, replay, stored=False, to_end=True)
+    kind = _FirstOrderDataStep if run.strategy.order == 1 and run.strategy.form == "x0" else _ExponentialStep
+    step = kind(run, den, targets, path, stats)
+    a = grad_x.to(dtype=saved[-1].dtype).contiguous()
+    a_z: list = [None] * len(targets)
+    bar = progress_bar(run.progress, n, run.name + " adjoint")
+    for k in range(n, 0, -1):
+        a, a_z = step(k, a, a_z)
+        working = _tensor_bytes([a, a_z, step.held()]) + (0 if path is saved else path.working_bytes())
         stats.peak_working_bytes = max(stats.peak_working_bytes, working)
         if bar is not None:
             bar.update(1)
@@ -830,9 +845,5 @@ def _backward(run: _Run, saved: tuple, grad_x: torch.Tensor, needs: tuple) -> li
     if not bool(torch.isfinite(a).all()):
         raise FloatingPointError(f"{run.name}: the AdjointDEIS adjoint became non-finite; check the model "
                                  "and the grid (sigma or alpha near 0 at its ends)")
-    strategy.stats = stats
-    out = [a]
-    for j, need in enumerate(needs):
-        g = a_z[j]
-        out.append(None if not need else (torch.zeros_like(targets[j]) if g is None else g))
-    return out
+    run.strategy.stats = stats
+    return _gradients(a, a_z, targets, needs)
