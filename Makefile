@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks examples
+
+# The documentation site (mkdocs-material + mkdocstrings) into site/; --strict: any warning fails,
+# including a broken reference, an undocumented public name or a docstring naming a missing object.
+docs: $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site
 
 bench: $(STAMP)
 	$(PY) benchmarks/engine.py
