@@ -166,6 +166,8 @@ def convert(text: str, obj=None, collection=None, linkable: set[str] | frozenset
     lines = _literal_blocks(lines)
     lines = _tables(lines, obj, collection, linkable)
     lines = _prose_raises(lines)
+    lines = _grouped_attribute_names(lines)
+    lines = _definition_lists(lines)
     return "\n".join(_inline(line, obj, collection, linkable) for line in lines)
 
 
@@ -275,6 +277,68 @@ def _prose_raises(lines: list[str]) -> list[str]:
             out.append(f"{m.group(1)}**Raises:** {text[0] if text else ''}")
             out.extend(f"{m.group(1)}{t}" for t in text[1:])
             out.append("")
+        i = end
+    return out
+
+
+_SECTION = re.compile(
+    r"^(Args|Arguments|Parameters|Params|Other Parameters|Keyword Args|Keyword Arguments|Returns?|Yields|"
+    r"Receives|Raises|Exceptions|Warns|Attributes|Functions|Methods|Classes|Modules|Examples?|Notes?|"
+    r"Warnings?|References?|See Also|Todo|Call)\s*:\s*$", re.IGNORECASE)
+
+
+def _definition_lists(lines: list[str]) -> list[str]:
+    """A top-level line ending with ``:`` directly followed by an indented block that is not a Google
+    section (``Methods (x: ...):`` then one indented ``name: text`` per line) becomes the line and a
+    bullet list, one item per line of the block's indentation (deeper lines continue an item)."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if (line.strip() and _indent(line) == 0 and line.rstrip().endswith(":")
+                and not line.rstrip().endswith("::") and not _SECTION.match(line.strip())
+                and nxt.strip() and _indent(nxt) > 0):
+            end = _block(lines, i + 1, 0)
+            step = _indent(nxt)
+            out.extend([line, ""])
+            for item in lines[i + 1:end]:
+                if not item.strip():
+                    continue
+                if _indent(item) <= step:
+                    out.append("- " + item.strip())
+                else:
+                    out.append("  " + item.strip())
+            out.append("")
+            i = end
+            continue
+        out.append(line)
+        i += 1
+    return out
+
+
+_ATTRIBUTES = re.compile(r"^(\s*)Attributes:\s*$")
+
+
+def _grouped_attribute_names(lines: list[str]) -> list[str]:
+    """``a, b: text`` in an ``Attributes:`` section: griffe reads a space in the name as the start of
+    a type, so the names are joined by a comma and a no-break space."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        m = _ATTRIBUTES.match(lines[i])
+        out.append(lines[i])
+        i += 1
+        if not m:
+            continue
+        end = _block(lines, i, len(m.group(1)))
+        items = [line for line in lines[i:end] if line.strip()]
+        step = min((_indent(line) for line in items), default=0)
+        for line in lines[i:end]:
+            head, sep, rest = line.partition(":")
+            if sep and _indent(line) == step and re.fullmatch(r"\s*\w+(, \w+)+", head):
+                line = head.replace(", ", ",\u00a0") + sep + rest
+            out.append(line)
         i = end
     return out
 
