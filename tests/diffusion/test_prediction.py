@@ -21,9 +21,11 @@ from sdekit.diffusion import (
     SubVP,
     as_denoiser,
     convert,
+    get_prediction,
+)
+from sdekit.diffusion.prediction import (
     eps_from_score,
     eps_from_x0,
-    get_prediction,
     score_from_eps,
     score_from_x0,
     v_from_x0,

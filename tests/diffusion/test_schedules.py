@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sdekit
-from sdekit.diffusion import EDM, VE, VP, CosineVP, DiscreteVP, LinearFlow, Schedule, SubVP, broadcast_like
+from sdekit.diffusion import EDM, VE, VP, CosineVP, DiscreteVP, LinearFlow, Schedule, SubVP
+from sdekit.diffusion._utils import broadcast_like
 
 PROPERTY = settings(max_examples=40, deadline=None, derandomize=True)
 

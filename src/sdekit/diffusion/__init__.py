@@ -1,8 +1,11 @@
 """The diffusion layer: schedules, the denoiser contract and its adapters, exact oracles, losses,
-time grids and samplers (see ``docs/architecture.md``)."""
+time grids and samplers (see ``docs/architecture.md``).
 
-from ._utils import as_time, batch_time, broadcast_like
-from .adjoint import AdjointDEIS, Backprop
+``__all__`` lists what a user needs. The one-line conversions between parameterisations
+(``x0_from_eps``, ...) live in :mod:`sdekit.diffusion.prediction` (``convert`` reaches all of them), the
+time helpers (``as_time``, ...) in the layer's private ``_utils``."""
+
+from .adjoint import AdjointDEIS, AdjointStats, Backprop
 from .gits import GITS, gits_path
 from .interop import DiffusersModel, from_diffusers
 from .losses import (
@@ -36,17 +39,7 @@ from .prediction import (
     X0Prediction,
     as_denoiser,
     convert,
-    eps_from_score,
-    eps_from_x0,
     get_prediction,
-    score_from_eps,
-    score_from_x0,
-    v_from_x0,
-    velocity_from_x0,
-    x0_from_eps,
-    x0_from_score,
-    x0_from_v,
-    x0_from_velocity,
 )
 from .samplers import (
     DDIM,
@@ -76,13 +69,11 @@ from .timesteps import TIME_GRIDS, Karras, TimeGrid, TimeTensor, UniformLogSNR, 
 __all__ = [
     # schedules
     "Schedule", "VP", "CosineVP", "DiscreteVP", "SubVP", "VE", "EDM", "LinearFlow",
-    "ForwardSDE", "ReverseSDE", "ProbabilityFlowODE", "as_time", "batch_time", "broadcast_like",
+    "ForwardSDE", "ReverseSDE", "ProbabilityFlowODE",
     # predictions and the denoiser contract
     "Prediction", "X0Prediction", "EpsPrediction", "VPrediction", "ScorePrediction", "VelocityPrediction",
     "KarrasPrediction", "EDMPrediction", "PREDICTIONS", "get_prediction", "Denoiser", "as_denoiser",
     "convert",
-    "x0_from_eps", "eps_from_x0", "x0_from_score", "score_from_x0", "x0_from_v", "v_from_x0",
-    "x0_from_velocity", "velocity_from_x0", "eps_from_score", "score_from_eps",
     # oracles
     "GaussianMixture", "EmpiricalData",
     # losses
@@ -95,7 +86,7 @@ __all__ = [
     "get_sampler", "DPMSolverPP", "SDEDPMSolverPP", "DEIS", "IPNDM", "UniPC", "EDMHeun", "PredictorCorrector",
     "SASolver", "ERSDE",
     # gradients through sampling
-    "AdjointDEIS", "Backprop",
+    "AdjointDEIS", "AdjointStats", "Backprop",
     # fitted grids, sharded sampling, diffusers models
     "GITS", "gits_path", "sample_sharded", "gather_shards", "Shard", "from_diffusers", "DiffusersModel",
 ]
