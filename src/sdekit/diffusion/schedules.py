@@ -11,7 +11,7 @@ A schedule fixes the two marginal coefficients and everything derived from them:
              g^2 = \frac{d\sigma^2}{dt} - 2 f \sigma^2 = -2\sigma^2 \frac{d\lambda}{dt}.
 
 Time ``t`` may be a Python float, a 0-d tensor or a per-sample tensor ``(batch,)``; every method
-returns a tensor of the shape of ``t`` (floats become float64). :func:`~sdekit.diffusion.broadcast_like`
+returns a tensor of the shape of ``t`` (floats become float64). ``broadcast_like`` (the layer's ``_utils``)
 turns a ``(batch,)`` coefficient into one that broadcasts against ``x: (batch, *event)``.
 
 The schedules here: :class:`VP` (linear beta), :class:`CosineVP`, :class:`DiscreteVP` (a
@@ -36,6 +36,23 @@ class Schedule:
 
     A subclass implements ``log_alpha``, ``log_sigma``, ``d_alpha``, ``d_sigma`` and
     ``t_of_log_snr``, and may override any derived quantity with a closed form that is more accurate.
+
+    Every schedule accepts its whole documented time range, ends included, and there ``alpha``,
+    ``sigma`` and ``log_snr`` are finite or exactly ``+-inf``:
+
+    ==============================  ===================  ==============================================
+    schedule                        time range           at the ends
+    ==============================  ===================  ==============================================
+    VP, SubVP, DiscreteVP           ``t >= 0``           ``t = 0``: ``alpha = 1``, ``sigma = 0``,
+                                                         ``log_snr = +inf``
+    CosineVP, LinearFlow            ``0 <= t <= 1``      ``t = 0`` as above; ``t = 1``: ``alpha = 0``,
+                                                         ``sigma = 1``, ``log_snr = -inf``
+    VE                              any real ``t``       finite
+    EDM                             ``t > 0``            finite on ``[sigma_min, sigma_max]``
+    ==============================  ===================  ==============================================
+
+    Samplers step onto ``sigma = 0`` exactly (the data-prediction ones return ``D``); a step that starts
+    where ``alpha = 0`` sees pure noise.
 
     Attributes:
         t_min, t_max: the time interval samplers run on (``t_max``: the prior; ``t_min``: the data
@@ -185,7 +202,8 @@ class _VariancePreserving(Schedule):
         return -2.0 * self.f(t)
 
     def d_log_snr(self, t) -> torch.Tensor:
-        return self.f(t) / (-torch.expm1(2.0 * self.log_alpha(t)))
+        # abs: sigma^2 = +0.0 where log alpha rounds to +0.0 (t = 0), so lambda' = -inf, not +inf
+        return self.f(t) / (-torch.expm1(2.0 * self.log_alpha(t))).abs()
 
     def beta(self, t) -> torch.Tensor:
         """``beta(t) = g(t)^2 = -2 f(t)``."""
@@ -294,14 +312,27 @@ class CosineVP(_VariancePreserving):
         return (as_time(t) + self.s) / (1.0 + self.s) * (math.pi / 2.0)
 
     def log_alpha(self, t) -> torch.Tensor:
-        return torch.log(torch.cos(self._theta(t))) - self._log_cos0
+        # Two forms without cancellation, each on its half of [0, 1] (the inputs are clamped so that the
+        # unused branch stays finite, for values and gradients):
+        # * t <= 1/2: alpha = cos(theta0 + d) / cos(theta0) = 1 - 2 sin^2(d/2) - tan(theta0) sin(d), with
+        #   d = t / (1 + s) pi/2, through log1p: log alpha(0) = 0 exactly (plain log(cos) - log(cos0)
+        #   rounds to +-1e-20 there, and a positive log alpha makes sigma = sqrt(1 - alpha^2) NaN);
+        # * t > 1/2: cos(theta) = sin((1 - t) / (1 + s) pi/2), so alpha(1) = 0 exactly (log alpha = -inf)
+        #   where cos(pi/2) would round to 6e-17.
+        t = as_time(t)
+        scale = math.pi / (2.0 * (1.0 + self.s))
+        d = t.clamp(max=0.5) * scale
+        near_zero = torch.log1p(-2.0 * torch.sin(0.5 * d) ** 2 - math.tan(self._theta0) * torch.sin(d))
+        near_one = torch.log(torch.sin((1.0 - t.clamp(min=0.5)) * scale)) - self._log_cos0
+        return torch.where(t <= 0.5, near_zero, near_one)
 
     def f(self, t) -> torch.Tensor:
         return -math.pi / (2.0 * (1.0 + self.s)) * torch.tan(self._theta(t))
 
     def t_of_log_alpha(self, log_alpha) -> torch.Tensor:
         theta = torch.arccos(torch.exp(as_time(log_alpha) + self._log_cos0))
-        return theta * 2.0 * (1.0 + self.s) / math.pi - self.s
+        # clamped to [0, 1]: arccos near cos(theta0) rounds to times a few 1e-16 outside the interval
+        return (theta * 2.0 * (1.0 + self.s) / math.pi - self.s).clamp(0.0, 1.0)
 
     def __repr__(self) -> str:
         return f"CosineVP(s={self.s}, t_min={self.t_min}, t_max={self.t_max})"
@@ -326,16 +357,19 @@ class DiscreteVP(_VariancePreserving):
     r"""A discrete-time variance-preserving model (DDPM, Ho et al. 2020) read in continuous time, as
     DPM-Solver's ``NoiseScheduleVP('discrete')`` (Lu et al. 2022, "DPM-Solver", appendix):
     step ``n = 0, ..., N-1`` sits at ``t_n = (n + 1) / N``, and ``log alpha(t)`` is the
-    piecewise-linear interpolation of ``log alpha_n = log(alphas_cumprod[n]) / 2`` (extrapolated
-    linearly by the end segments). Then ``sigma^2 = 1 - alpha^2``, ``f`` is the slope of the segment
-    and ``g^2 = -2 f``; ``t_of_log_snr`` interpolates the inverse.
+    piecewise-linear interpolation of ``log alpha_n = log(alphas_cumprod[n]) / 2`` and of the clean
+    data's ``log alpha = 0`` at ``t = 0`` (beyond ``t = 1``: extrapolated linearly by the last segment).
+    Then ``sigma^2 = 1 - alpha^2``, ``f`` is the slope of the segment and ``g^2 = -2 f``;
+    ``t_of_log_snr`` interpolates the inverse. So ``alpha(0) = 1``, ``sigma(0) = 0`` and
+    ``log_snr(0) = +inf`` exactly (DPM-Solver extrapolates the first segment below ``t = 1/N``,
+    which gives ``alpha(0) > 1`` and a NaN ``sigma``).
 
     A network trained on integer steps expects ``timestep(t) = N t - 1`` (DPM-Solver's
     ``(t - 1/N) * 1000`` for ``N = 1000``): pass ``time_input=schedule.timestep`` to the denoiser.
 
     Arguments:
         alphas_cumprod: 1-D, strictly decreasing, in ``(0, 1)``, at least two entries.
-        t_min, t_max: sampling interval (default ``[1/N, 1]``).
+        t_min, t_max: sampling interval, ``0 <= t_min < t_max`` (default ``[1/N, 1]``).
     """
 
     def __init__(self, alphas_cumprod, *, t_min: float | None = None, t_max: float = 1.0) -> None:
@@ -355,8 +389,9 @@ class DiscreteVP(_VariancePreserving):
         n = ac.numel()
         self.num_steps = n
         self.alphas_cumprod = ac
-        self._t = torch.arange(1, n + 1, dtype=torch.float64) / n
-        self._log_alpha = 0.5 * torch.log(ac)
+        # knots t = 0, 1/N, ..., 1: the clean data (log alpha = 0) and the N steps
+        self._t = torch.arange(0, n + 1, dtype=torch.float64) / n
+        self._log_alpha = torch.cat([torch.zeros(1, dtype=torch.float64), 0.5 * torch.log(ac)])
         self._set_interval(1.0 / n if t_min is None else t_min, t_max, lo=0.0)
 
     @classmethod

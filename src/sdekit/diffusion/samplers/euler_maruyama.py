@@ -16,6 +16,13 @@ class EulerMaruyama(Sampler):
     on decreasing times, so this equals ``sdeint(ReverseSDE(D, schedule), ..., method="euler")`` on the
     same path). Weak order 1, one model call per step. The last step adds noise too: pass
     ``denoise_final=True`` to :func:`~sdekit.diffusion.sample` for the usual final denoising.
+
+    Where ``alpha(t_0) = 0`` (the start of :class:`~sdekit.diffusion.LinearFlow` and of
+    :class:`~sdekit.diffusion.CosineVP` with ``t_max=1``) the reverse SDE is singular: ``f`` and ``g^2``
+    are infinite, so no Euler step exists. There the state carries no information about the data,
+    and the step is the exact reverse transition (the DDPM posterior in the limit ``alpha_0 -> 0``):
+    ``x_1 = alpha_1 D(x_0, t_0) + sigma_1 Delta W / sqrt|t_1 - t_0|`` (the same Brownian increment,
+    normalised).
     """
 
     name = "euler-maruyama"
@@ -27,6 +34,9 @@ class EulerMaruyama(Sampler):
         s = ctx.schedule
         p0 = schedule_point(s, t0)
         d = ctx.denoiser(x, t0)
+        if p0.alpha == 0.0:
+            p1 = schedule_point(s, t1)
+            return p1.alpha * d + p1.sigma * ctx.normal(k, t0, t1), state
         score = (p0.alpha * d - x) / p0.sigma**2
         f0, g20 = float(s.f(t0)), float(s.g2(t0))
         drift = f0 * x - g20 * score

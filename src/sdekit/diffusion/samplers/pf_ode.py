@@ -6,7 +6,7 @@ from ...core.integrate import odeint
 from ...core.solvers import ode_solver
 from .._utils import check_real
 from ..sde import ProbabilityFlowODE
-from .base import Sampler
+from .base import Sampler, schedule_point
 
 
 class PFODE(Sampler):
@@ -20,6 +20,12 @@ class PFODE(Sampler):
       interval ``[t_max, t_min]``.
     * Fixed-step methods (``euler``, ``midpoint``, ``rk4`` or any Butcher tableau): one step of the
       method per grid interval, ``nfe_per_step`` = its number of stages, ``order`` = its order.
+
+    The drift ``sigma'/sigma (x - alpha D) + alpha' D`` is ``0/0`` where ``sigma = 0`` (``t = 0`` of
+    :class:`~sdekit.diffusion.VP`, :class:`~sdekit.diffusion.CosineVP`, ... with ``t_min=0``): a grid
+    ending there is refused (ValueError) for methods that evaluate the drift at the end of a step
+    (adaptive ones, ``rk4``, ...); ``euler`` and ``midpoint`` never do, and the exponential-integrator
+    samplers (``ddim``, ``dpm++2m``, ...) step onto ``sigma = 0`` exactly.
 
     Arguments:
         method: a core ODE method name, :class:`~sdekit.core.solvers.ButcherTableau` or
@@ -37,6 +43,19 @@ class PFODE(Sampler):
         self.order = float(self.solver.order)
         tableau = getattr(self.solver, "tableau", None)
         self.nfe_per_step = None if self.solver.adaptive or tableau is None else len(tableau.b)
+
+    def init(self, ctx, x):
+        tableau = getattr(self.solver, "tableau", None)
+        at_end = self.solver.adaptive or tableau is None or any(c == 1.0 for c in tableau.c)
+        t_last = ctx.times[-1]
+        if at_end and schedule_point(ctx.schedule, t_last).sigma == 0.0:
+            raise ValueError(
+                f"PFODE(method={self.solver.name!r}) evaluates the probability-flow drift at the end of a step, "
+                f"and the grid ends at t={t_last}, where sigma = 0 and the drift is 0/0; end the grid at a "
+                f"time with sigma > 0 (the schedule's t_min > 0), or use PFODE(method='euler' or 'midpoint') "
+                "or an exponential-integrator sampler ('ddim', 'dpm++2m', ...), which step onto sigma = 0"
+            )
+        return ()
 
     def step(self, ctx, k, t0, t1, x, state):
         drift = ProbabilityFlowODE(ctx.denoiser, ctx.schedule)
