@@ -45,18 +45,23 @@ every step from the end state and backpropagates through it locally, so the grad
 gradient of the discrete forward solve (up to floating-point rounding) with one drift and one
 diffusion evaluation (plus their vector-Jacobian product) per step and memory independent of n.
 
-**Parameters.** The gradient is taken with respect to ``y0`` and to ``params``: by default the
-parameters (``requires_grad=True``) of the SDE, or of the ODE function, when it is a
-``torch.nn.Module`` (or a bound method of one); for plain callables pass them explicitly,
-``ContinuousAdjoint(params=(w, b))``. Only ``Backprop`` sees every tensor the functions close over
-by itself; the other strategies differentiate with respect to the listed tensors (and warn when a
-plain function is given without ``params``).
+**Parameters.** The gradient is taken with respect to ``y0`` and to ``params``. By default these are
+the tensors with ``requires_grad=True`` that the SDE (or the ODE function) reaches: the parameters of
+the SDE when it is a ``torch.nn.Module`` (or a bound method of one), and the tensors its functions
+capture, found by inspecting them: closure cells, default arguments, the globals their code names,
+and the parameters of modules among these (so ``SDE(lambda t, y: -w * y, ...)`` or
+``odeint(lambda t, y: net(y), ...)`` get the same gradient as with ``Backprop``). Tensors reached any
+other way (e.g. through an attribute of a captured object) are not found: pass them explicitly,
+``ContinuousAdjoint(params=(w, b))``, which replaces the search. A plain callable in which the search
+finds nothing gets a warning (``params=()`` silences it).
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import math
+import types
 import warnings
 from dataclasses import dataclass
 
@@ -146,8 +151,8 @@ class Checkpointed(AdjointStrategy):
     Arguments:
         segments: number of groups of steps (default ``round(sqrt(n))``).
         params: tensors to differentiate besides ``y0`` (default: the parameters of the SDE / ODE
-            function when it is an ``nn.Module``); the recomputation differentiates with respect to
-            these explicitly, so tensors a plain function closes over must be listed.
+            function and the tensors its functions capture, see the module docstring); the
+            recomputation differentiates with respect to these explicitly.
 
     Reference: Griewank & Walther, "Algorithm 799: revolve", ACM TOMS 26(1), 2000 (the classical
     sqrt(n) schedule is its one-level special case); Chen, Xu, Zhang & Guestrin, "Training deep nets
@@ -183,7 +188,7 @@ class ContinuousAdjoint(AdjointStrategy):
             themselves.
         rtol, atol, dt_min: error control of adaptive backward solves (default: the forward ones).
         params: tensors to differentiate besides ``y0`` (default: the parameters of the SDE / ODE
-            function when it is an ``nn.Module``).
+            function and the tensors its functions capture, see the module docstring).
     """
 
     def __init__(self, method=None, *, dt: float | None = None, adaptive: bool = False,
@@ -213,8 +218,8 @@ class ReversibleAdjoint(AdjointStrategy):
     the same reversible Heun steps up to floating-point rounding. Fixed steps only.
 
     Arguments:
-        params: tensors to differentiate besides ``y0`` (default: the parameters of the SDE when it
-            is an ``nn.Module``).
+        params: tensors to differentiate besides ``y0`` (default: the parameters of the SDE and the
+            tensors its functions capture, see the module docstring).
     """
 
     def __init__(self, *, params=None) -> None:
@@ -243,26 +248,107 @@ def _module_of(obj) -> torch.nn.Module | None:
     return owner if isinstance(owner, torch.nn.Module) else None
 
 
+_CAPTURE_DEPTH = 4
+
+
+def _global_names(code) -> set:
+    """The names a code object (and the functions defined inside it) may read as globals."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
+def _captured_tensors(obj, found: dict, seen: set, depth: int = _CAPTURE_DEPTH, attributes: bool = False) -> None:
+    """Collect into ``found`` (by id) the tensors that require grad reachable from ``obj`` the way a
+    function reaches them when called: a tensor itself; a module's parameters; a function's closure
+    cells, default arguments and the globals its code names; a ``functools.partial``'s function and
+    arguments; a bound method's function (and its object, as below); the items of a list, tuple or dict;
+    with ``attributes=True`` the instance attributes of an object (one level). Functions met on the way
+    are followed up to ``depth`` levels."""
+    if id(obj) in seen or depth < 0:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        if obj.requires_grad:
+            found.setdefault(id(obj), obj)
+        return
+    if isinstance(obj, torch.nn.Module):
+        for p in obj.parameters():
+            _captured_tensors(p, found, seen, depth)
+        for value in vars(obj).values():   # functions stored on the instance, e.g. SDE(f, g)
+            if callable(value) and not isinstance(value, (torch.nn.Module, type)):
+                _captured_tensors(value, found, seen, depth - 1)
+        return
+    if isinstance(obj, (list, tuple)):
+        for item in obj:
+            _captured_tensors(item, found, seen, depth - 1)
+        return
+    if isinstance(obj, dict):
+        for item in obj.values():
+            _captured_tensors(item, found, seen, depth - 1)
+        return
+    if isinstance(obj, functools.partial):
+        for item in (obj.func, *obj.args, *obj.keywords.values()):
+            _captured_tensors(item, found, seen, depth - 1)
+        return
+    if isinstance(obj, types.MethodType):
+        _captured_tensors(obj.__func__, found, seen, depth)
+        _captured_tensors(obj.__self__, found, seen, depth - 1, attributes=True)
+        return
+    if isinstance(obj, types.FunctionType):
+        cells = [c.cell_contents for c in (obj.__closure__ or ()) if _cell_filled(c)]
+        defaults = list(obj.__defaults__ or ()) + list((obj.__kwdefaults__ or {}).values())
+        names = _global_names(obj.__code__)
+        glob = [obj.__globals__[n] for n in names if n in obj.__globals__]
+        for item in cells + defaults + glob:
+            if isinstance(item, (types.ModuleType, type)):
+                continue
+            _captured_tensors(item, found, seen, depth - 1)
+        return
+    if attributes and hasattr(obj, "__dict__") and not isinstance(obj, (types.ModuleType, type)):
+        for item in vars(obj).values():
+            if isinstance(item, (torch.Tensor, torch.nn.Module)):
+                _captured_tensors(item, found, seen, depth - 1)
+
+
+def _cell_filled(cell) -> bool:
+    try:
+        _ = cell.cell_contents
+    except ValueError:   # a cell not yet assigned
+        return False
+    return True
+
+
 def _resolve_params(strategy, owner, what: str, reaches: str = "y0") -> tuple[torch.Tensor, ...]:
     """The tensors to differentiate besides the initial state: ``strategy.params`` when given, else
-    the parameters of the module behind ``owner`` (a module or a bound method of one), deduplicated.
-    A plain callable without ``params`` gets a warning (shared by the core's strategies and
-    ``sdekit.diffusion.AdjointDEIS``)."""
+    the parameters of the module behind ``owner`` (a module or a bound method of one) together with the
+    tensors that require grad which ``owner``'s functions capture (closure cells, default arguments,
+    globals they name, modules they call: see :func:`_captured_tensors`), deduplicated. So
+    ``SDE(lambda t, y: -w * y, ...)`` differentiates ``w`` as :class:`Backprop` does. A plain callable
+    that captures no such tensor gets a warning (it may hide some where they cannot be found, e.g.
+    behind an object's attribute); shared by the core's strategies and ``sdekit.diffusion.AdjointDEIS``."""
     name = type(strategy).__name__
     if strategy.params is not None:
         candidates = strategy.params
     else:
         module = _module_of(owner)
-        if module is None:
+        found: dict = {}
+        _captured_tensors(owner if module is None or module is owner else module, found, set(),
+                          attributes=module is None)
+        if module is not None and module is not owner:
+            _captured_tensors(owner.__func__, found, set())
+        if module is None and not found:
             if torch.is_grad_enabled():
                 warnings.warn(
-                    f"{name}: {what} is not a torch.nn.Module and no params were given, so gradients "
-                    f"reach {reaches} only (tensors that {what} closes over get none). Pass "
-                    f"{name}(params=(...)), or params=() to silence this warning",
+                    f"{name}: {what} is not a torch.nn.Module, no params were given, and it captures no tensor "
+                    f"that requires grad, so gradients reach {reaches} only (tensors it reaches some other "
+                    f"way get none). Pass {name}(params=(...)), or params=() to silence this warning",
                     stacklevel=4,
                 )
             return ()
-        candidates = tuple(module.parameters())
+        candidates = tuple(found.values())
     seen, out = set(), []
     for p in candidates:
         if p.requires_grad and id(p) not in seen:
