@@ -84,14 +84,21 @@ def check_real(name: str, value, *, positive: bool = False, nonnegative: bool = 
     return value
 
 
-def check_tensor(name: str, x, *, min_dim: int = 1) -> torch.Tensor:
-    """A floating-point tensor with at least ``min_dim`` dimensions, or a TypeError / ValueError."""
+def check_tensor(name: str, x, *, min_dim: int = 1, finite: bool = False) -> torch.Tensor:
+    """A floating-point tensor with at least ``min_dim`` dimensions (and, with ``finite=True``, no NaN or
+    inf entry), or a TypeError / ValueError naming ``name``."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.dim() < min_dim:
         raise ValueError(f"{name} must have at least {min_dim} dimension(s), got shape {tuple(x.shape)}")
+    if finite:
+        bad = ~torch.isfinite(x.detach())
+        if bool(bad.any()):
+            first = tuple(int(i) for i in torch.nonzero(bad)[0])
+            raise ValueError(f"{name} must be finite; {int(bad.sum())} of {x.numel()} entries are NaN or inf "
+                             f"(the first: {name}[{', '.join(map(str, first))}]={x[first].item()})")
     return x
 
 

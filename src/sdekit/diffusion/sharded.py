@@ -5,7 +5,10 @@ Sample ``i`` of a job with seed ``s`` depends on ``(s, i)`` only:
 
 * its initial state ``x_T`` is a counter-based normal draw keyed by a per-sample seed
   ``mix(s, i, 0)`` (scaled by the schedule's ``prior_std``);
-* a stochastic sampler's Brownian increment over grid step ``k`` is keyed by ``(mix(s, i, 1), k)``.
+* a stochastic sampler's Brownian increment over grid step ``k`` is keyed by ``(mix(s, i, 1), k)``; a
+  sampler that draws noise on ``m = noise_substeps`` sub-intervals of each step (e.g.
+  :class:`~sdekit.diffusion.PredictorCorrector`) gets the increment over sub-interval ``j`` of step
+  ``k`` keyed by ``(mix(s, i, 1), k m + j)`` (the same as whole steps for ``m = 1``).
 
 The job is cut into global batches ``[b B, (b + 1) B)`` and rank ``r`` of ``W`` runs the batches with
 ``b mod W = r``, so every batch is computed with the same inputs and the same shapes whatever ``W``
@@ -23,6 +26,7 @@ import torch
 
 from ..core._noise import mix64, standard_normal
 from .samplers import get_sampler, sample
+from .samplers.base import substep_edges
 from .schedules import Schedule
 from .timesteps import resolve_timesteps
 
@@ -37,23 +41,32 @@ def per_sample_seeds(seed: int, indices: torch.Tensor, stream: int = _X_T) -> to
 
 
 class _StepNoise:
-    """Brownian increments on a fixed grid, keyed by (per-sample seed, step): ``bm(t_k, t_{k+1})``.
+    """Brownian increments on a fixed grid, keyed by (per-sample seed, step): ``bm(t_k, t_{k+1})``, or by
+    (per-sample seed, step, sub-step) on the ``substeps`` equal sub-intervals of every step that a sampler
+    with ``noise_substeps = substeps`` asks for (:func:`~sdekit.diffusion.samplers.base.substep_edges`).
 
     Unlike a chunked grid source, the numbers for sample ``b`` and step ``k`` do not depend on the batch
     size or on which other steps were drawn."""
 
-    def __init__(self, times: torch.Tensor, shape, seeds: torch.Tensor, dtype, device) -> None:
-        self.grid = times.tolist()
-        self.step_of = {(a, b): k for k, (a, b) in enumerate(zip(self.grid[:-1], self.grid[1:]))}
+    def __init__(self, times: torch.Tensor, shape, seeds: torch.Tensor, dtype, device, substeps: int = 1) -> None:
+        grid = times.tolist()
+        self.substeps = substeps
+        self.counter_of = {}
+        for k, (t0, t1) in enumerate(zip(grid[:-1], grid[1:])):
+            edges = substep_edges(t0, t1, substeps)
+            for j in range(substeps):
+                self.counter_of[(edges[j], edges[j + 1])] = k * substeps + j
         self.shape, self.seeds, self.dtype, self.device = tuple(shape), seeds, dtype, device
 
     def __call__(self, ta, tb):
         key = (float(ta), float(tb))
-        k = self.step_of.get(key)
-        if k is None:
-            raise ValueError(f"sharded sampling draws noise per grid step; got an increment over {key}, not a "
-                             "step of the grid")
-        z = standard_normal(self.seeds, k + 1, self.shape, self.dtype, self.device)
+        counter = self.counter_of.get(key)
+        if counter is None:
+            what = ("grid step" if self.substeps == 1
+                    else f"one of the {self.substeps} equal sub-intervals of a grid step")
+            raise ValueError(f"sharded sampling draws noise per {what} (the sampler's noise_substeps); got an "
+                             f"increment over {key}, which is none of them")
+        z = standard_normal(self.seeds, counter + 1, self.shape, self.dtype, self.device)
         return z * math.sqrt(abs(key[1] - key[0]))
 
 
@@ -128,7 +141,8 @@ def sample_sharded(model, schedule: Schedule, shape, n: int, *, seed: int = 0, r
         x_T = standard_normal(seeds, 0, (idx.numel(), *shape), dtype, device) * schedule.prior_std
         bm = None
         if times is not None:
-            bm = _StepNoise(times, x_T.shape, per_sample_seeds(seed, idx, _NOISE), dtype, device)
+            bm = _StepNoise(times, x_T.shape, per_sample_seeds(seed, idx, _NOISE), dtype, device,
+                            sampler.noise_substeps)
         kwargs = model_kwargs(idx) if callable(model_kwargs) else model_kwargs
         x, info = sample(model, schedule, x_T, solver=sampler, steps=steps, timesteps=timesteps,
                          prediction=prediction, denoise_final=denoise_final, bm=bm, progress=progress,

@@ -10,7 +10,7 @@ from .._utils import check_tensor
 from ..prediction import as_denoiser
 from ..schedules import Schedule
 from ..timesteps import resolve_timesteps
-from .base import SampleInfo, SamplerContext
+from .base import SampleInfo, SamplerContext, substep_edges
 from .registry import get_sampler
 
 __all__ = ["sample"]
@@ -35,11 +35,11 @@ def _noise_source(bm, generator, times: torch.Tensor, x: torch.Tensor, substeps:
         device = generator.device if generator is not None else "cpu"
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device).item())
         if substeps > 1:
-            # a sampler that draws several normals per step queries the `substeps` equal sub-intervals of
-            # each step (e.g. PredictorCorrector): the default grid holds them
-            frac = torch.arange(substeps, dtype=torch.float64) / substeps
-            fine = times[:-1, None] + frac[None] * (times[1:] - times[:-1])[:, None]
-            fine = torch.cat([fine.reshape(-1), times[-1:]])
+            # a sampler with noise_substeps > 1 queries the equal sub-intervals of each step (e.g.
+            # PredictorCorrector): the default grid holds their edges
+            grid_times = times.tolist()
+            fine = [e for t0, t1 in zip(grid_times[:-1], grid_times[1:]) for e in substep_edges(t0, t1, substeps)[:-1]]
+            fine = torch.tensor(fine + grid_times[-1:], dtype=torch.float64)
             grid = BrownianGrid(fine, tuple(x.shape), seed=seed, dtype=x.dtype, device=x.device)
             return lambda k, t0, t1: grid(t0, t1)
         grid = BrownianGrid(times, tuple(x.shape), seed=seed, dtype=x.dtype, device=x.device)
@@ -116,7 +116,7 @@ def sample(model, schedule: Schedule, x_T: torch.Tensor, *, solver="dpm++2m", st
     """
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a sdekit.diffusion.Schedule, got {type(schedule).__name__}")
-    check_tensor("x_T", x_T, min_dim=1)
+    check_tensor("x_T", x_T, min_dim=1, finite=True)
     if adjoint is not None:
         from ..adjoint import check_sampling_adjoint  # imported here: the adjoint module imports samplers
 
@@ -129,8 +129,7 @@ def sample(model, schedule: Schedule, x_T: torch.Tensor, *, solver="dpm++2m", st
     times = resolve_timesteps(timesteps, schedule, steps)
     denoiser = _Counted(as_denoiser(model, schedule, prediction, model_kwargs=model_kwargs,
                                     time_input=time_input))
-    substeps = getattr(sampler, "noise_substeps", 1)
-    noise = _noise_source(bm, generator, times, x_T, substeps) if sampler.stochastic else None
+    noise = _noise_source(bm, generator, times, x_T, sampler.noise_substeps) if sampler.stochastic else None
     grid = times.tolist()
     ctx = SamplerContext(denoiser=denoiser, schedule=schedule, times=grid, noise=noise)
     n = len(grid) - 1

@@ -7,7 +7,13 @@ methods can lower their order at the ends), and declares
 * ``order``: the convergence order of the method (global order for ODE samplers, weak order for
   stochastic ones);
 * ``nfe_per_step``: model calls per step (``None`` when it varies, e.g. adaptive ODE solvers);
-* ``stochastic``: whether ``step`` consumes Brownian increments ``ctx.noise(k, t0, t1)``.
+* ``stochastic``: whether ``step`` consumes Brownian increments ``ctx.noise(k, t0, t1)``;
+* ``noise_substeps``: into how many equal sub-intervals a stochastic sampler splits a grid step for its
+  noise (default 1: it asks for the increment over the whole step, ``ctx.noise(k, t0, t1)``; ``m > 1``:
+  it asks for the increments over the ``m`` sub-intervals between :func:`substep_edges`, e.g.
+  :class:`~sdekit.diffusion.PredictorCorrector`). The noise sources of
+  :func:`~sdekit.diffusion.sample` and :func:`~sdekit.diffusion.sample_sharded` serve exactly these
+  intervals.
 
 Samplers see the model only as the denoiser ``ctx.denoiser(x, t)`` (data prediction) and never loop
 over time; :func:`~sdekit.diffusion.sample` resolves names, grids and noise and runs the loop.
@@ -24,7 +30,13 @@ import torch
 
 from ..schedules import Schedule
 
-__all__ = ["Sampler", "SamplerContext", "SampleInfo", "schedule_point"]
+__all__ = ["Sampler", "SamplerContext", "SampleInfo", "schedule_point", "substep_edges"]
+
+
+def substep_edges(t0: float, t1: float, m: int) -> list[float]:
+    """The ``m + 1`` edges ``t0 + (j / m) (t1 - t0)``, ``j < m``, and ``t1`` of the equal sub-intervals of a
+    grid step from ``t0`` to ``t1`` (the intervals a sampler with ``noise_substeps = m`` draws noise on)."""
+    return [t0 + (j / m) * (t1 - t0) for j in range(m)] + [t1]
 
 
 @dataclass
@@ -97,6 +109,7 @@ class Sampler:
     order: float = 1.0
     nfe_per_step: int | None = 1
     stochastic: bool = False
+    noise_substeps: int = 1
 
     def init(self, ctx: SamplerContext, x: torch.Tensor) -> Any:
         """Initial sampler state (``()`` for one-step methods)."""

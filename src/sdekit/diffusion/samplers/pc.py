@@ -9,7 +9,7 @@ import math
 import torch
 
 from .._utils import check_real
-from .base import Sampler, schedule_point
+from .base import Sampler, schedule_point, substep_edges
 
 __all__ = ["PredictorCorrector"]
 
@@ -17,7 +17,7 @@ __all__ = ["PredictorCorrector"]
 def _normals(ctx, k: int, t0: float, t1: float, m: int) -> list[torch.Tensor]:
     """``m`` independent standard normals for step ``k``: the Brownian increments over the ``m`` equal
     sub-intervals of ``[t1, t0]``, each divided by its ``sqrt|dt|``."""
-    edges = [t0 + (j / m) * (t1 - t0) for j in range(m)] + [t1]   # as the driver's default noise grid
+    edges = substep_edges(t0, t1, m)
     return [ctx.noise(k, edges[j], edges[j + 1]) / math.sqrt(abs(edges[j + 1] - edges[j])) for j in range(m)]
 
 
@@ -45,7 +45,9 @@ class PredictorCorrector(Sampler):
     sample's own norms (close to score_sde in high dimension, where norms concentrate; unstable in low
     dimension, where ``|s|`` of a single sample can be near 0). Every ``z`` is an independent standard
     normal from the Brownian source: step ``k`` is split into ``corrector_steps + 1`` equal sub-intervals
-    (``noise_substeps``; the driver refines its default noise grid accordingly), the correctors use the
+    (it declares ``noise_substeps = corrector_steps + 1``, and the noise sources of
+    :func:`~sdekit.diffusion.sample` and :func:`~sdekit.diffusion.sample_sharded` serve those
+    sub-intervals), the correctors use the
     first ones and the predictor the last. The last step adds noise too: pass ``denoise_final=True`` to
     :func:`~sdekit.diffusion.sample` for the usual final denoising.
 
