@@ -10,6 +10,7 @@ the progress bar and the step limit live in these loops only.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -32,10 +33,17 @@ def _check_ts(ts) -> list[float]:
         if ts.dim() != 1:
             raise ValueError(f"ts must be a 1-D tensor of times, got shape {tuple(ts.shape)}")
         values = ts.detach().cpu().double().tolist()
-    elif isinstance(ts, Sequence):
-        values = [float(t) for t in ts]
+    elif isinstance(ts, Sequence) and not isinstance(ts, (str, bytes)):
+        values = []
+        for i, t in enumerate(ts):
+            if isinstance(t, torch.Tensor) and t.numel() == 1 and not t.is_complex():
+                t = t.item()
+            if isinstance(t, bool) or not isinstance(t, numbers.Real):
+                raise TypeError(f"ts must be a 1-D tensor or a sequence of numbers; ts[{i}] is {t!r} "
+                                f"({type(t).__name__})")
+            values.append(float(t))
     else:
-        raise TypeError(f"ts must be a 1-D tensor or a sequence of times, got {type(ts).__name__}")
+        raise TypeError(f"ts must be a 1-D tensor or a sequence of numbers, got {type(ts).__name__} {ts!r}")
     if len(values) < 2:
         raise ValueError(f"ts must hold at least two times (start and end), got {len(values)}")
     if not all(math.isfinite(t) for t in values):
@@ -321,9 +329,10 @@ def sdeint(
         ``int 1/2 |(f - h) / g|^2 dt`` between consecutive output times (as torchsde).
 
     Raises:
-        ValueError / TypeError at the boundary for malformed ``ts``, ``dt``, shapes of ``f`` and
-        ``g``, or a method that does not fit the noise or SDE type; FloatingPointError naming the step
-        and time when the state becomes non-finite.
+        TypeError for ``ts`` that is not a 1-D tensor or a sequence of numbers; ValueError / TypeError
+        at the boundary for malformed ``ts``, ``dt``, a non-finite ``y0`` (ValueError naming it), shapes
+        of ``f`` and ``g``, or a method that does not fit the noise or SDE type; FloatingPointError naming
+        the step and time when the state becomes non-finite later.
     """
     ts_list = _check_ts(ts)
     _check_state(y0)
@@ -447,6 +456,10 @@ def odeint(
 
     Returns:
         A tensor ``(len(ts), *y0.shape)`` (a tuple of such for a tuple state).
+
+    Raises:
+        TypeError / ValueError at the boundary as :func:`sdeint` (``ts``, a non-finite ``y0``, ``dt``,
+        tolerances); FloatingPointError naming the step when the state becomes non-finite later.
     """
     ts_list = _check_ts(ts)
     _check_state(y0)

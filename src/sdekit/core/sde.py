@@ -121,6 +121,11 @@ def _check_state(y0, name: str = "y0") -> None:
             raise TypeError(f"{where} must be a floating-point tensor, got dtype {y.dtype}")
         if y.dim() == 0:
             raise ValueError(f"{where} must have at least one dimension, got a 0-d tensor")
+        finite = torch.isfinite(y.detach())
+        if not bool(finite.all()):
+            first = tuple(int(i) for i in torch.nonzero(~finite)[0])
+            raise ValueError(f"{where} must be finite; {int((~finite).sum())} of {y.numel()} entries are NaN or "
+                             f"inf (the first: {where}[{', '.join(map(str, first))}]={y[first].item()})")
     dtypes = {y.dtype for y in parts}
     devices = {y.device for y in parts}
     if len(dtypes) > 1 or len(devices) > 1:

@@ -279,7 +279,7 @@ class GITS(TimeTensor):
             shape = (shape,) if isinstance(shape, int) else tuple(shape)
             x_T = schedule.prior_sample((warmup, *shape), generator, dtype=dtype, device=device)
         else:
-            check_tensor("x_T", x_T, min_dim=1)
+            check_tensor("x_T", x_T, min_dim=1, finite=True)
         n = x_T.shape[0]
         if batch_size is None:
             batch_size = n

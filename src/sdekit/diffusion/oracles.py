@@ -244,7 +244,7 @@ class EmpiricalData:
     """
 
     def __init__(self, data: torch.Tensor, *, max_block: int | None = 2**20) -> None:
-        check_tensor("data", data, min_dim=2)
+        check_tensor("data", data, min_dim=2, finite=True)
         if data.shape[0] < 1:
             raise ValueError("data must hold at least one point")
         bad = isinstance(max_block, bool) or not isinstance(max_block, int) or max_block < 1

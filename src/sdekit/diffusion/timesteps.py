@@ -131,7 +131,11 @@ class Karras(TimeGrid):
 
 
 class TimeTensor(TimeGrid):
-    """A user-given strictly decreasing grid (``steps`` must be ``None`` or ``len(times) - 1``)."""
+    """A user-given strictly decreasing grid (``steps`` must be ``None`` or ``len(times) - 1``) inside the
+    schedule's ``[t_min, t_max]``: a time outside it by more than the rounding of the given dtype (4 ulps of
+    the bound) is refused with a ValueError; one within that slack is moved onto the bound."""
+
+    _SLACK_ULPS = 4
 
     def __init__(self, times) -> None:
         if not isinstance(times, torch.Tensor):
@@ -140,6 +144,7 @@ class TimeTensor(TimeGrid):
             except (TypeError, ValueError):
                 raise TypeError(f"times must be a 1-D tensor or sequence of floats, got "
                                 f"{type(times).__name__}") from None
+        self._eps = torch.finfo(times.dtype).eps if times.is_floating_point() else torch.finfo(torch.float64).eps
         self._times = _check_decreasing(times.detach().to("cpu", torch.float64), "timesteps")
 
     def times(self, schedule, steps=None, *, t_start=None, t_end=None):
@@ -148,7 +153,20 @@ class TimeTensor(TimeGrid):
                              "timesteps; pass steps=None")
         if t_start is not None or t_end is not None:
             raise ValueError("t_start / t_end do not apply to an explicit grid")
-        return self._times.clone()
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a sdekit.diffusion.Schedule, got {type(schedule).__name__}")
+        lo, hi = schedule.t_min, schedule.t_max
+        slack_lo = self._SLACK_ULPS * self._eps * abs(lo)
+        slack_hi = self._SLACK_ULPS * self._eps * abs(hi)
+        t = self._times
+        for i, bad in ((0, float(t[0]) > hi + slack_hi), (t.numel() - 1, float(t[-1]) < lo - slack_lo)):
+            if bad:
+                raise ValueError(
+                    f"timesteps must lie in the schedule's [t_min, t_max] = [{lo}, {hi}] of {schedule!r}; got "
+                    f"timesteps[{i}]={float(t[i])!r}. Pass times inside it (or a schedule built with a wider "
+                    "t_min / t_max)"
+                )
+        return _check_decreasing(t.clamp(lo, hi), "timesteps")
 
     def __repr__(self) -> str:
         return f"TimeTensor({self._times.tolist()})"
