@@ -42,6 +42,7 @@ from sdekit.diffusion.samplers._multistep import (
 from sdekit.diffusion.samplers.er_sde import NoiseScale
 from sdekit.diffusion.samplers.ipndm import _AB
 from sdekit.diffusion.samplers.sa_solver import IntervalTau
+from sdekit.diffusion.timesteps import default_timesteps
 
 F64 = torch.float64
 QUAD = {"epsabs": 0.0, "epsrel": 1e-13, "limit": 200}
@@ -229,7 +230,7 @@ def test_edm_heun_is_karras_algorithm_2():
     x_T = s.prior_sample((6, 2), torch.Generator().manual_seed(0), dtype=F64)
     bm = sdekit.BrownianPath(s.t_min, s.t_max, (6, 2), seed=7, dtype=F64)
     steps, churn, tmin, tmax, noise = 12, 8.0, 0.05, 20.0, 1.003
-    ts = s.default_timesteps().times(s, steps).tolist()
+    ts = default_timesteps(s).times(s, steps).tolist()
     x = x_T
     for i in range(steps):
         t0, t1 = ts[i], ts[i + 1]

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sdekit
-from sdekit.diffusion import EDM, VE, VP, CosineVP, DiscreteVP, LinearFlow, Schedule, SubVP
+from sdekit.diffusion import EDM, VE, VP, CosineVP, DiscreteVP, ForwardSDE, LinearFlow, Schedule, SubVP
 from sdekit.diffusion._utils import broadcast_like
 
 PROPERTY = settings(max_examples=40, deadline=None, derandomize=True)
@@ -236,7 +236,7 @@ def test_forward_sde_marginals_monte_carlo(kind, s, ta, tb, dt):
     xa = float(s.alpha(ta)) * x0 + float(s.sigma(ta)) * torch.randn(n, 2, generator=gen, dtype=torch.float64)
     with torch.random.fork_rng():
         torch.manual_seed(4321)
-        xb = sdekit.sdeint(s.forward_sde(), xa, [ta, tb], method="euler", dt=dt)[-1]
+        xb = sdekit.sdeint(ForwardSDE(s), xa, [ta, tb], method="euler", dt=dt)[-1]
     a, sig = float(s.alpha(tb)), float(s.sigma(tb))
     # Euler's discretisation bias, computed exactly; kept well inside the statistical error
     se_var = sig**2 * math.sqrt(2.0 / (n - 1))
@@ -276,7 +276,7 @@ def test_constructor_errors(make, match):
 
 
 def test_forward_sde_object_contract():
-    sde = VP().forward_sde()
+    sde = ForwardSDE(VP())
     assert sde.noise_type == "diagonal" and sde.sde_type == "ito"
     y = torch.ones(3, 2, 2)
     t = torch.tensor(0.5)

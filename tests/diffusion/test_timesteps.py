@@ -19,7 +19,7 @@ from sdekit.diffusion import (
     UniformTime,
     get_time_grid,
 )
-from sdekit.diffusion.timesteps import resolve_timesteps
+from sdekit.diffusion.timesteps import default_timesteps, resolve_timesteps
 
 SCHEDULES = [VP(), CosineVP(), DiscreteVP.linear(), SubVP(), VE(), EDM(), LinearFlow(t_max=0.999)]
 
@@ -50,7 +50,8 @@ def test_karras_on_edm_is_the_papers_formula():
     i = torch.arange(19, dtype=torch.float64)
     want = (80 ** (1 / 7) + i / 18 * (0.002 ** (1 / 7) - 80 ** (1 / 7))) ** 7
     torch.testing.assert_close(Karras().times(s, 18), want, rtol=1e-12, atol=1e-15)
-    assert isinstance(s.default_timesteps(), Karras) and isinstance(VP().default_timesteps(), UniformTime)
+    assert isinstance(default_timesteps(s), Karras) and isinstance(default_timesteps(VP()), UniformTime)
+    assert default_timesteps(EDM(rho=5.0)).rho == 5.0
 
 
 def test_resolution_and_errors():

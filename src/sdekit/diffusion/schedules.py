@@ -157,18 +157,12 @@ class Schedule:
         z = torch.randn(shape, generator=generator, dtype=dtype, device=device)
         return z * self.prior_std
 
-    def forward_sde(self):
-        """The forward SDE ``dx = f(t) x dt + g(t) dW`` as an object for :func:`sdekit.sdeint`
-        (torchsde contract, diagonal noise, Ito)."""
-        from .sde import ForwardSDE
-
-        return ForwardSDE(self)
-
-    def default_timesteps(self):
-        """The time grid samplers use when none is given (uniform in ``t``; Karras for :class:`EDM`)."""
-        from .timesteps import UniformTime
-
-        return UniformTime()
+    def default_grid(self) -> tuple[str, dict]:
+        """The time grid samplers use when none is given: a name of
+        :data:`~sdekit.diffusion.TIME_GRIDS` and its keyword arguments (uniform in ``t``; Karras for
+        :class:`EDM`), resolved by :func:`sdekit.diffusion.timesteps.default_timesteps` (a schedule names
+        its grid and does not import the grids)."""
+        return "uniform", {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(t_min={self.t_min}, t_max={self.t_max})"
@@ -604,10 +598,8 @@ class EDM(Schedule):
     def t_of_log_snr(self, lam) -> torch.Tensor:
         return torch.exp(-as_time(lam, "lam"))
 
-    def default_timesteps(self):
-        from .timesteps import Karras
-
-        return Karras(rho=self.rho)
+    def default_grid(self) -> tuple[str, dict]:
+        return "karras", {"rho": self.rho}
 
     def __repr__(self) -> str:
         return f"EDM(sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, rho={self.rho})"

@@ -188,10 +188,16 @@ def get_time_grid(timesteps) -> TimeGrid:
                     f"{type(timesteps).__name__}")
 
 
+def default_timesteps(schedule: Schedule) -> TimeGrid:
+    """The time grid samplers use on ``schedule`` when none is given (:meth:`Schedule.default_grid`)."""
+    name, kwargs = schedule.default_grid()
+    return TIME_GRIDS[name](**kwargs)
+
+
 def resolve_timesteps(timesteps, schedule: Schedule, steps: int | None) -> torch.Tensor:
     """The float64 grid for ``sample``: ``timesteps`` (``None``: the schedule's default grid) with
     ``steps`` steps."""
-    grid = schedule.default_timesteps() if timesteps is None else get_time_grid(timesteps)
+    grid = default_timesteps(schedule) if timesteps is None else get_time_grid(timesteps)
     if isinstance(grid, TimeTensor):
         return grid.times(schedule, steps)
     if steps is None:
