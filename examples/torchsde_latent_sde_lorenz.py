@@ -86,8 +86,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--pause-every", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (both libraries)")
     parser.add_argument("--out", default=None, help="also write the markdown report to this file")
     opts = parser.parse_args()
+    torch.set_num_threads(opts.threads)
     logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger().handlers[:] = [logging.NullHandler()]  # the example's log lines are collected, not shown
     import matplotlib

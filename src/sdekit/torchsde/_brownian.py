@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import struct
 import warnings
+from collections import OrderedDict
 
 import torch
 
@@ -128,6 +129,8 @@ class BrownianInterval(BaseBrownian):
                                 levy_area="space-time" if (self._have_H or self._conditioned) else None,
                                 cache_size=4096 if cache_size is None else max(int(cache_size), 1))
         self._span = span
+        self._need_U = self._have_H or self._conditioned
+        self._points: OrderedDict[float, tuple] = OrderedDict()
         if self._conditioned:
             BT, UT = self._path(t0, t0 + span, return_U=True)
             HB = UT / span - 0.5 * BT
@@ -152,13 +155,24 @@ class BrownianInterval(BaseBrownian):
                 f"{self._levy!r})")
 
     # -- values ---------------------------------------------------------------------------------
+    def _point(self, t: float):
+        """``(W(t) - W(t0), int_t0^t (W_s - W_t0) ds)`` of the free path, from a small cache: solvers and
+        the tests query each time as the end of one interval and the start of the next."""
+        hit = self._points.get(t)
+        if hit is not None:
+            self._points.move_to_end(t)
+            return hit
+        value = self._path(self._t0, t, return_U=True) if self._need_U else (self._path(self._t0, t), None)
+        self._points[t] = value
+        if len(self._points) > 16:
+            self._points.popitem(last=False)
+        return value
+
     def _increment(self, ta: float, tb: float):
         """``(W, U)`` over ``[ta, tb]`` (``U`` None without a space-time area), in the inner shape."""
-        need_U = self._have_H or self._conditioned
-        if need_U:
-            W, U = self._path(ta, tb, return_U=True)
-        else:
-            W, U = self._path(ta, tb), None
+        (Wa, Ia), (Wb, Ib) = self._point(ta), self._point(tb)
+        W = Wb - Wa
+        U = Ib - Ia - (tb - ta) * Wa if self._need_U else None
         if self._conditioned:
             T = self._span
             a, b, h = (ta - self._t0) / T, (tb - self._t0) / T, tb - ta
