@@ -23,7 +23,7 @@ Memory, measured three ways in the same process (CPU has no ``max_memory_allocat
    per-step graph its backward pass builds for each vector-Jacobian product), **plus** the tensors
    AdjointDEIS holds outside autograd: its sampler states at checkpoints and the working set of its
    backward pass (state, adjoints, multistep history, replayed segment), reported by
-   ``AdjointDEIS.stats``. Backprop's number is its saved activations (its forward states are among
+   ``info.adjoint_stats``. Backprop's number is its saved activations (its forward states are among
    them).
 2. ``malloc``: glibc's count of heap bytes in use (``mallinfo2()``: ``uordblks + hblkhd``, all arenas),
    sampled before and after every model call and after the forward and backward passes; the peak minus
@@ -152,8 +152,9 @@ def run_once(model, schedule, x_T, steps, variant, strategy, device):
         times = UniformLogSNR().times(schedule, steps)
         bm = BrownianGrid(times, tuple(x_T.shape), seed=0, dtype=x_T.dtype, device=device)
     x = x_T.clone().requires_grad_(True)
-    out = sample(model, schedule, x, steps=steps, timesteps="logsnr", solver=solver, bm=bm, adjoint=strategy)
-    return out, x
+    out, info = sample(model, schedule, x, steps=steps, timesteps="logsnr", solver=solver, bm=bm, adjoint=strategy,
+                       return_info=True)
+    return out, x, info.adjoint_stats
 
 
 def measure(net, schedule, x_T, steps, variant, make_strategy, device, repeats):
@@ -171,14 +172,13 @@ def measure(net, schedule, x_T, steps, variant, make_strategy, device, repeats):
         cuda_base = torch.cuda.memory_allocated()
     malloc.start()
     with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
-        out, x = run_once(model, schedule, x_T, steps, variant, strategy, device)
+        out, x, st = run_once(model, schedule, x_T, steps, variant, strategy, device)
         malloc.sample()
         out.square().sum().backward()
         malloc.sample()
     cuda_peak = (torch.cuda.max_memory_allocated() - cuda_base) if cuda else None
     held, path = 0, "-"
-    if strategy is not None and strategy.stats is not None:
-        st = strategy.stats
+    if st is not None:
         held = st.peak_working_bytes + st.held_bytes
         path = "rebuilt" if st.trajectory == "reconstruct" else st.trajectory
         path += " (rebuild failed its check)" if st.fallback else ""
@@ -192,7 +192,7 @@ def measure(net, schedule, x_T, steps, variant, make_strategy, device, repeats):
         if cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        out, x = run_once(net, schedule, x_T, steps, variant, strategy, device)
+        out, x, _ = run_once(net, schedule, x_T, steps, variant, strategy, device)
         out.square().sum().backward()
         if cuda:
             torch.cuda.synchronize()

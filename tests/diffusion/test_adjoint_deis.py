@@ -60,13 +60,13 @@ def _gaussian_exact(w):
     return w * ratio, (w * (ae - ratio * aT)).sum(0)
 
 
-def _gaussian_errors(strategy, steps, x_T, w, solver=None, bm=None):
+def _gaussian_errors(strategy, steps, x_T, w, solver=None, bm=None, with_stats=False):
     x = x_T.clone().requires_grad_(True)
     mu = MU.clone().requires_grad_(True)
-    out = sample(_gaussian_denoiser, SCHEDULE, x, steps=steps, timesteps="logsnr", prediction="x0",
-                 solver=solver or DDIM(), bm=bm, model_kwargs={"mu": mu}, adjoint=strategy)
+    out, info = sample(_gaussian_denoiser, SCHEDULE, x, steps=steps, timesteps="logsnr", prediction="x0",
+                       solver=solver or DDIM(), bm=bm, model_kwargs={"mu": mu}, adjoint=strategy, return_info=True)
     (out * w).sum().backward()
-    return x.grad, mu.grad
+    return (x.grad, mu.grad, info.adjoint_stats) if with_stats else (x.grad, mu.grad)
 
 
 @pytest.mark.parametrize("form, order, steps", [
@@ -157,16 +157,17 @@ class ShiftedMixture(nn.Module):
         return self.scale * MIXTURE.denoiser(x - SCHEDULE.alpha(t)[:, None].to(x) * m, t, SCHEDULE) + m
 
 
-def _mixture_grads(net, strategy, solver, steps=50, bm=None, generator=None, timesteps="logsnr"):
+def _mixture_grads(net, strategy, solver, steps=50, bm=None, generator=None, timesteps="logsnr", with_stats=False):
     x = torch.randn(16, 2, generator=_gen(0), dtype=F64).requires_grad_(True)
     c = torch.tensor([0.3, -0.4], dtype=F64, requires_grad=True)
     w = torch.randn(16, 2, generator=_gen(1), dtype=F64)
     net.zero_grad()
-    out = sample(net, SCHEDULE, x, steps=steps, timesteps=timesteps, solver=solver, prediction="x0", bm=bm,
-                 generator=generator, model_kwargs={"c": c}, adjoint=strategy)
+    out, info = sample(net, SCHEDULE, x, steps=steps, timesteps=timesteps, solver=solver, prediction="x0", bm=bm,
+                       generator=generator, model_kwargs={"c": c}, adjoint=strategy, return_info=True)
     (out * w).sum().backward()
-    return {"x_T": x.grad.flatten(), "c": c.grad.clone(),
-            "params": torch.cat([net.scale.grad.reshape(1), net.shift.grad])}
+    grads = {"x_T": x.grad.flatten(), "c": c.grad.clone(),
+             "params": torch.cat([net.scale.grad.reshape(1), net.shift.grad])}
+    return (grads, info.adjoint_stats) if with_stats else grads
 
 
 def _cosines(g, ref):
@@ -188,10 +189,9 @@ def test_every_sampler_is_transposed_exactly(solver):
     net = ShiftedMixture()
     bm = BrownianPath(SCHEDULE.t_min, SCHEDULE.t_max, (16, 2), seed=3, dtype=F64)
     ref = _mixture_grads(net, None, solver, steps=12, bm=bm, timesteps="uniform")
-    strategy = AdjointDEIS()
-    got = _mixture_grads(net, strategy, solver, steps=12, bm=bm, timesteps="uniform")
+    got, stats = _mixture_grads(net, AdjointDEIS(), solver, steps=12, bm=bm, timesteps="uniform", with_stats=True)
     _assert_equal_grads(got, ref, rtol=1e-9)
-    assert strategy.stats.discretisation == "transpose"
+    assert stats.discretisation == "transpose"
 
 
 def _battery():
@@ -262,9 +262,9 @@ def test_rebuild_falls_back_to_replay_when_its_check_fails():
 def test_transposed_paths_agree(trajectory):
     net = ShiftedMixture()
     ref = _mixture_grads(net, None, DDIM(), steps=30)
-    strategy = AdjointDEIS(trajectory=trajectory)
-    _assert_equal_grads(_mixture_grads(net, strategy, DDIM(), steps=30), ref, rtol=1e-9)
-    assert strategy.stats.trajectory == trajectory
+    got, stats = _mixture_grads(net, AdjointDEIS(trajectory=trajectory), DDIM(), steps=30, with_stats=True)
+    _assert_equal_grads(got, ref, rtol=1e-9)
+    assert stats.trajectory == trajectory
 
 
 def test_continuous_adjoint_converges_to_backprop_at_its_order():
@@ -279,11 +279,11 @@ def test_continuous_adjoint_converges_to_backprop_at_its_order():
         steps, diffs = (32, 64, 128, 256), []
         for n in steps:
             ref, _ = _gaussian_errors(None, n, x_T, w, solver=solver)
-            got, _ = _gaussian_errors(strategy, n, x_T, w, solver=solver)
+            got, _, stats = _gaussian_errors(strategy, n, x_T, w, solver=solver, with_stats=True)
             diffs.append(float((got - ref).norm() / ref.norm()))
+            assert stats.discretisation == "continuous"
         slope = -np.polyfit(np.log(steps), np.log(diffs), 1)[0]
         assert abs(slope - order) < 0.25, (solver, diffs, slope)
-        assert strategy.stats.discretisation == "continuous"
 
 
 def test_continuous_adjoint_on_the_mixture():
@@ -304,9 +304,8 @@ def test_mixture_sde_matches_backprop_at_50_steps():
     for eta in (1.0, 0.5):
         bm = BrownianPath(SCHEDULE.t_min, SCHEDULE.t_max, (16, 2), seed=3, dtype=F64)
         ref = _mixture_grads(net, None, DDIM(eta=eta), bm=bm)
-        strategy = AdjointDEIS(1)
-        got = _mixture_grads(net, strategy, DDIM(eta=eta), bm=bm)
-        assert strategy.stats.trajectory == "checkpoint"
+        got, stats = _mixture_grads(net, AdjointDEIS(1), DDIM(eta=eta), bm=bm, with_stats=True)
+        assert stats.trajectory == "checkpoint"
         for k in got:
             torch.testing.assert_close(got[k], ref[k], rtol=1e-9, atol=1e-12)
 
@@ -426,37 +425,38 @@ class _Handle:
 
 
 def _peak_saved(strategy, steps, solver):
+    """Peak bytes saved for backward and the strategy's statistics."""
     net = MLPDenoiser(8, hidden=32, depth=2, seed=0).double()
     x = torch.randn(16, 8, generator=_gen(4), dtype=F64).requires_grad_(True)
     meter = _SavedBytes()
     with torch.autograd.graph.saved_tensors_hooks(meter.pack, meter.unpack):
-        out = sample(net, SCHEDULE, x, steps=steps, solver=solver, generator=_gen(5), adjoint=strategy)
+        out, info = sample(net, SCHEDULE, x, steps=steps, solver=solver, generator=_gen(5), adjoint=strategy,
+                           return_info=True)
         out.sum().backward()
-    return meter.peak
+    return meter.peak, info.adjoint_stats
 
 
 def test_memory_is_flat_in_the_steps():
     """Saved for backward (autograd hooks, a network): flat for the continuous adjoint and for DDIM's rebuilt
     path, O(sqrt n) for a replayed multistep path, O(n) for backprop."""
-    continuous = [_peak_saved(AdjointDEIS(2, discretisation="continuous"), n, DPMSolverPP(2)) for n in (8, 64)]
-    backprop = [_peak_saved(None, n, DPMSolverPP(2)) for n in (8, 64)]
+    continuous = [_peak_saved(AdjointDEIS(2, discretisation="continuous"), n, DPMSolverPP(2))[0] for n in (8, 64)]
+    backprop = [_peak_saved(None, n, DPMSolverPP(2))[0] for n in (8, 64)]
     assert continuous[1] == continuous[0], continuous
     assert backprop[1] > 6 * backprop[0], backprop
     stats, peaks = [], []
     for n in (8, 64):
-        strategy = AdjointDEIS()
-        peaks.append(_peak_saved(strategy, n, DDIM()))
-        stats.append(strategy.stats)
+        peak, st = _peak_saved(AdjointDEIS(), n, DDIM())
+        peaks.append(peak)
+        stats.append(st)
     assert all(st.trajectory == "reconstruct" and not st.fallback for st in stats), stats
     assert stats[0].saved_bytes == stats[1].saved_bytes == 2 * 16 * 8 * 8      # x_T and x_0
     assert peaks[1] == peaks[0], peaks
     assert stats[1].backward_calls == 64 + stats[1].rebuild_iterations          # one product per step
     for solver in (DPMSolverPP(2), DDIM(eta=1.0)):
-        strategy = AdjointDEIS()
-        _peak_saved(strategy, 64, solver)
-        assert strategy.stats.trajectory == "checkpoint"
-        assert strategy.stats.saved_bytes == 8 * 16 * 8 * 8         # ceil(sqrt(64)) = 8 states
-        assert strategy.stats.backward_calls == 2 * 64 - 8           # replayed segments + one product per step
+        _, st = _peak_saved(AdjointDEIS(), 64, solver)
+        assert st.trajectory == "checkpoint"
+        assert st.saved_bytes == 8 * 16 * 8 * 8         # ceil(sqrt(64)) = 8 states
+        assert st.backward_calls == 2 * 64 - 8           # replayed segments + one product per step
 
 
 # ------------------------------------------------------------------------------------------------
@@ -498,7 +498,7 @@ def test_boundary_errors():
     with pytest.raises(ValueError, match="rebuild_iterations"):
         AdjointDEIS(rebuild_iterations=0)
     continuous = AdjointDEIS(discretisation="continuous")
-    with pytest.raises(ValueError, match="supports every deterministic sampler"):
+    with pytest.raises(ValueError, match="reverse_sde_tau2"):
         sample(net, SCHEDULE, x, steps=4, prediction="x0", model_kwargs=kw, solver=SASolver(), adjoint=continuous)
     with pytest.raises(ValueError, match="finite log-SNR"):
         sample(lambda x, t: x, LinearFlow(), x, steps=4, prediction="x0",

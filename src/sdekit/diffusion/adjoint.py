@@ -120,8 +120,6 @@ from ..core.integrate import fixed_loop, progress_bar
 from .prediction import Denoiser
 from .samplers.base import Sampler, SamplerContext, schedule_point
 from .samplers.ddim import DDIM
-from .samplers.dpm_solver import SDEDPMSolverPP
-from .samplers.euler_maruyama import EulerMaruyama
 
 __all__ = ["AdjointDEIS", "AdjointStats", "Backprop"]
 
@@ -136,7 +134,10 @@ _REBUILD_RTOL = {torch.float64: 1e-9, torch.float32: 1e-4}
 
 @dataclass
 class AdjointStats:
-    """What the last backward pass of an :class:`AdjointDEIS` strategy did.
+    """What the backward pass of an :class:`AdjointDEIS` strategy did: ``info.adjoint_stats`` of
+    ``sample(..., adjoint=AdjointDEIS(), return_info=True)``, created with the sample and filled in when the
+    gradient is computed (the strategy object itself keeps no state, so one strategy serves any number of
+    samples).
 
     Attributes:
         steps: grid steps.
@@ -205,9 +206,6 @@ class AdjointDEIS(AdjointStrategy):
             :class:`~sdekit.diffusion.Denoiser` of one). Pass them for plain callables that close over
             tensors, or ``params=()``.
 
-    Attributes:
-        stats: an :class:`AdjointStats` for the last backward pass (``None`` before one).
-
     Raises:
         ValueError / TypeError for an order other than 1 or 2, an unknown ``discretisation``, ``form`` or
         ``trajectory``, ``checkpoints`` or ``rebuild_iterations`` that is not a positive int,
@@ -242,7 +240,6 @@ class AdjointDEIS(AdjointStrategy):
         self.rebuild_rtol = None if rebuild_rtol is None else float(rebuild_rtol)
         self.rebuild_iterations = int(rebuild_iterations)
         self.params = _check_params(params)
-        self.stats: AdjointStats | None = None
 
     def __repr__(self) -> str:
         if self.discretisation == "transpose":
@@ -274,19 +271,15 @@ def check_sampling_adjoint(adjoint) -> AdjointDEIS | None:
 # Set-up: what the sampler integrates, which tensors are differentiated
 # --------------------------------------------------------------------------------------------
 def _tau_squared(sampler: Sampler) -> float:
-    """``tau^2`` of the reverse-time equation the sampler discretises (0: the probability-flow ODE); the
+    """``tau^2`` of the reverse-time equation the sampler discretises (:attr:`Sampler.reverse_sde_tau2`); the
     continuous adjoint needs it."""
-    if not sampler.stochastic:
-        return 0.0
-    if isinstance(sampler, DDIM):
-        return float(sampler.eta) ** 2
-    if isinstance(sampler, EulerMaruyama):
-        return 1.0
-    if isinstance(sampler, SDEDPMSolverPP):
-        return float(sampler.eta)
-    raise ValueError(f"AdjointDEIS(discretisation='continuous') supports every deterministic sampler and the "
-                     f"stochastic DDIM(eta > 0), EulerMaruyama() and SDEDPMSolverPP(); got {sampler!r}. The "
-                     "default discretisation='transpose' supports every sampler")
+    tau2 = sampler.reverse_sde_tau2
+    if tau2 is None:
+        raise ValueError(f"AdjointDEIS(discretisation='continuous') supports the samplers that declare the "
+                         f"reverse-time SDE they discretise (Sampler.reverse_sde_tau2): every deterministic "
+                         f"sampler and the stochastic DDIM(eta > 0), EulerMaruyama() and SDEDPMSolverPP(); got "
+                         f"{sampler!r}. The default discretisation='transpose' supports every sampler")
+    return float(tau2)
 
 
 def _check_grid(schedule, grid: list) -> list:
@@ -328,15 +321,17 @@ class _Run:
     segment: int                 # steps between checkpoints
     progress: bool
     name: str
+    stats: AdjointStats          # filled in by the backward pass (returned with the sample)
     checkpoints: dict | None = None   # step index -> sampler state (the states are saved for backward)
     states: list | None = None        # "store": the sampler state at every grid time
     final_state: object = None        # "reconstruct": the sampler state at the last grid time
 
 
 def sample_with_adjoint(strategy: AdjointDEIS, sampler: Sampler, ctx: SamplerContext, denoiser: Denoiser,
-                        x_T: torch.Tensor, *, progress: bool = False) -> torch.Tensor:
-    """Run ``sampler`` over ``ctx.times`` from ``x_T`` without recording a graph and return the last
-    state as the output of a ``torch.autograd.Function`` whose backward pass is AdjointDEIS.
+                        x_T: torch.Tensor, *, progress: bool = False) -> tuple[torch.Tensor, AdjointStats]:
+    """Run ``sampler`` over ``ctx.times`` from ``x_T`` without recording a graph; return the last state as
+    the output of a ``torch.autograd.Function`` whose backward pass is AdjointDEIS, and the
+    :class:`AdjointStats` that backward pass fills in.
 
     Called by :func:`~sdekit.diffusion.sample` once the sampler, grid, denoiser and noise source are
     resolved; ``ctx.denoiser`` may count calls, ``denoiser`` is the bare :class:`Denoiser`.
@@ -375,9 +370,10 @@ def sample_with_adjoint(strategy: AdjointDEIS, sampler: Sampler, ctx: SamplerCon
     params = _resolve_params(strategy, denoiser.model, "the model", reaches="x_T and the model_kwargs tensors")
     count = strategy.checkpoints or math.ceil(math.sqrt(n))
     segment = max(1, math.ceil(n / count))
+    stats = AdjointStats(steps=n, trajectory=trajectory, discretisation=strategy.discretisation)
     run = _Run(strategy, sampler, ctx, denoiser, grid, points, cond_keys, params, tau2, trajectory, segment,
-               progress, f"sample[{sampler.name}]")
-    return _AdjointDEISFunction.apply(run, x_T, *conds, *params)
+               progress, f"sample[{sampler.name}]", stats)
+    return _AdjointDEISFunction.apply(run, x_T, *conds, *params), stats
 
 
 def _checkpoint_saves(n: int, segment: int) -> list:
@@ -574,10 +570,8 @@ class _RebuiltPath:
 def _transposed_backward(run: _Run, saved: tuple, grad_x: torch.Tensor, needs: tuple) -> list:
     """Gradients of ``x_T`` and of the Function inputs: the transposed sampler steps, last to first."""
     n = len(run.grid) - 1
-    stats = AdjointStats(steps=n, trajectory=run.trajectory, discretisation="transpose",
-                         saved_bytes=_tensor_bytes(list(saved)),
-                         held_bytes=_tensor_bytes([list((run.checkpoints or {}).values()), run.states or [],
-                                                   run.final_state]))
+    stats = _fresh_stats(run, saved)
+    stats.held_bytes = _tensor_bytes([list((run.checkpoints or {}).values()), run.states or [], run.final_state])
     den, targets = _differentiated(run)
     recorder = _Recorder(den, stats)
     bctx = SamplerContext(denoiser=recorder, schedule=run.ctx.schedule, times=run.grid, noise=run.ctx.noise)
@@ -596,8 +590,18 @@ def _transposed_backward(run: _Run, saved: tuple, grad_x: torch.Tensor, needs: t
     if not bool(torch.isfinite(a).all()):
         raise FloatingPointError(f"{run.name}: the gradient through the sampler became non-finite; check the "
                                  "model and the grid")
-    run.strategy.stats = stats
     return _gradients(a, a_z, targets, needs)
+
+
+def _fresh_stats(run: _Run, saved: tuple) -> AdjointStats:
+    """The run's :class:`AdjointStats`, reset for this backward pass (a retained graph may run it again)."""
+    stats = run.stats
+    for f in fields(stats):
+        if f.name not in ("steps", "discretisation"):
+            setattr(stats, f.name, f.default)
+    stats.trajectory = run.trajectory
+    stats.saved_bytes = _tensor_bytes(list(saved))
+    return stats
 
 
 def _differentiated(run: _Run) -> tuple[Denoiser, list]:
@@ -816,9 +820,8 @@ class _FirstOrderDataStep(_ContinuousStep):
 def _backward(run: _Run, saved: tuple, grad_x: torch.Tensor, needs: tuple) -> list:
     """The continuous adjoint's backward pass; returns the gradients of ``x_T`` and of the Function inputs."""
     n = len(run.grid) - 1
-    stats = AdjointStats(steps=n, trajectory=run.trajectory, discretisation="continuous",
-                         saved_bytes=_tensor_bytes(list(saved)),
-                         held_bytes=_tensor_bytes(list((run.checkpoints or {}).values())))
+    stats = _fresh_stats(run, saved)
+    stats.held_bytes = _tensor_bytes(list((run.checkpoints or {}).values()))
     den, targets = _differentiated(run)
     replay = SamplerContext(denoiser=_Recorder(run.denoiser, stats), schedule=run.ctx.schedule, times=run.grid,
                             noise=run.ctx.noise)
@@ -845,5 +848,4 @@ def _backward(run: _Run, saved: tuple, grad_x: torch.Tensor, needs: tuple) -> li
     if not bool(torch.isfinite(a).all()):
         raise FloatingPointError(f"{run.name}: the AdjointDEIS adjoint became non-finite; check the model "
                                  "and the grid (sigma or alpha near 0 at its ends)")
-    run.strategy.stats = stats
     return _gradients(a, a_z, targets, needs)

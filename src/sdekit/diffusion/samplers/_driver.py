@@ -96,7 +96,8 @@ def sample(model, schedule: Schedule, x_T: torch.Tensor, *, solver="dpm++2m", st
         model_kwargs: keyword arguments for every model call (a dict; never ``**kwargs``).
         time_input: optional map of the time before it reaches the network (e.g.
             ``DiscreteVP.timestep``).
-        return_info: also return a :class:`~sdekit.diffusion.SampleInfo` (``nfe``, grid, solver).
+        return_info: also return a :class:`~sdekit.diffusion.SampleInfo` (``nfe``, grid, solver and, with
+            an :class:`~sdekit.diffusion.AdjointDEIS` strategy, ``adjoint_stats``).
         return_trajectory: store the states at all grid times in ``info.trajectory`` (implies
             ``return_info``).
         adjoint: how gradients flow through the sampler: ``None`` or :class:`~sdekit.diffusion.Backprop`
@@ -138,10 +139,13 @@ def sample(model, schedule: Schedule, x_T: torch.Tensor, *, solver="dpm++2m", st
     def step(k, t0, t1, x, state):
         return sampler.step(ctx, k, t0, t1, x, state)
 
+    adjoint_stats = None
     if adjoint is not None:
         from ..adjoint import sample_with_adjoint
 
-        states = [sample_with_adjoint(adjoint, sampler, ctx, denoiser.denoiser, x_T, progress=progress)]
+        x_out, adjoint_stats = sample_with_adjoint(adjoint, sampler, ctx, denoiser.denoiser, x_T,
+                                                   progress=progress)
+        states = [x_out]
     else:
         states = fixed_loop(step, x_T, sampler.init(ctx, x_T), grid, saves, lambda values: values,
                              f"sample[{sampler.name}]", progress)
@@ -151,5 +155,6 @@ def sample(model, schedule: Schedule, x_T: torch.Tensor, *, solver="dpm++2m", st
     if not (return_info or return_trajectory):
         return x
     info = SampleInfo(nfe=denoiser.calls, timesteps=times, solver=sampler,
-                      trajectory=torch.stack(states) if return_trajectory else None)
+                      trajectory=torch.stack(states) if return_trajectory else None,
+                      adjoint_stats=adjoint_stats)
     return x, info

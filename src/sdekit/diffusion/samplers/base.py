@@ -8,6 +8,7 @@ methods can lower their order at the ends), and declares
   stochastic ones);
 * ``nfe_per_step``: model calls per step (``None`` when it varies, e.g. adaptive ODE solvers);
 * ``stochastic``: whether ``step`` consumes Brownian increments ``ctx.noise(k, t0, t1)``;
+* ``reverse_sde_tau2``: the reverse-time SDE family it discretises (for the continuous adjoint);
 * ``noise_substeps``: into how many equal sub-intervals a stochastic sampler splits a grid step for its
   noise (default 1: it asks for the increment over the whole step, ``ctx.noise(k, t0, t1)``; ``m > 1``:
   it asks for the increments over the ``m`` sub-intervals between :func:`substep_edges`, e.g.
@@ -70,12 +71,16 @@ class SampleInfo:
         timesteps: the grid used, float64 ``(steps + 1,)``.
         solver: the sampler object.
         trajectory: ``(steps + 1, *x_T.shape)`` states at the grid times when ``return_trajectory=True``.
+        adjoint_stats: with ``adjoint=AdjointDEIS(...)``, the
+            :class:`~sdekit.diffusion.AdjointStats` of the gradient's backward pass (filled in when
+            ``backward()`` runs); ``None`` otherwise.
     """
 
     nfe: int
     timesteps: torch.Tensor
     solver: Any
     trajectory: torch.Tensor | None = field(default=None, repr=False)
+    adjoint_stats: Any = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,15 @@ class Sampler:
     #: whether :meth:`invert` can rebuild a step's input from its output (AdjointDEIS then rebuilds the
     #: path backwards instead of storing it)
     invertible: bool = False
+
+    @property
+    def reverse_sde_tau2(self) -> float | None:
+        r"""``tau^2`` of the reverse-time equation the sampler discretises,
+        ``dx = [f x - (1 + tau^2)/2 g^2 grad log p_t] dt + tau g dW`` (0: the probability-flow ODE), or
+        ``None`` when it is not of that family. The continuous adjoint
+        (``AdjointDEIS(discretisation="continuous")``) needs it; the default transposed adjoint does not.
+        Default: 0 for deterministic samplers, ``None`` for stochastic ones."""
+        return None if self.stochastic else 0.0
 
     def invert(self, ctx: SamplerContext, k: int, t0: float, t1: float, x1: torch.Tensor, state1,
                d1: torch.Tensor | None, *, tol: float, max_iter: int):

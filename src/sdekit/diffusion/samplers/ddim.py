@@ -46,6 +46,11 @@ class DDIM(Sampler):
         return keep / p0.sigma, p1.alpha - keep * p0.alpha / p0.sigma, sigma_eta
 
     @property
+    def reverse_sde_tau2(self) -> float:
+        """``eta^2``: DDIM with ``eta`` discretises the reverse-time equation with ``tau = eta``."""
+        return self.eta**2
+
+    @property
     def invertible(self) -> bool:
         """Deterministic DDIM steps can be inverted (:meth:`invert`)."""
         return not self.stochastic

@@ -150,6 +150,11 @@ class SDEDPMSolverPP(Sampler):
         self.stochastic = self.eta > 0
         self.order = 1.0 if self.stochastic else 2.0
 
+    @property
+    def reverse_sde_tau2(self) -> float:
+        """``eta``: SDE-DPM-Solver++ discretises the reverse-time equation with ``tau^2 = eta``."""
+        return self.eta
+
     def step(self, ctx, k, t0, t1, x, state):
         p0, p1, h = step_points(ctx, t0, t1)
         d0 = ctx.denoiser(x, t0)

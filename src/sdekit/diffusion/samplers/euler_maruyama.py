@@ -26,6 +26,7 @@ class EulerMaruyama(Sampler):
     """
 
     name = "euler-maruyama"
+    reverse_sde_tau2 = 1.0   # the reverse diffusion SDE
     order = 1.0
     nfe_per_step = 1
     stochastic = True
