@@ -7,7 +7,6 @@ trained with.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -210,8 +209,3 @@ def default_steps(solver: str, ode_method: str = "dopri5") -> int | None:
         return None if ode_method in ("dopri5", "tsit5", "bosh3", "heun") else 100
     return 50 if solver == "ddim" else 500
 
-
-def finite_float(name: str, v: float, positive: bool = True) -> float:
-    if not (isinstance(v, (int, float)) and math.isfinite(v) and (v > 0 or not positive)):
-        raise SpecError(f"{name} must be a {'positive ' if positive else ''}finite number, got {v!r}")
-    return float(v)

@@ -323,11 +323,6 @@ class Denoiser:
         self.model_kwargs = _check_model_kwargs(model_kwargs)
         self.time_input = time_input
 
-    def model_output(self, x: torch.Tensor, t) -> torch.Tensor:
-        """The raw network output at ``(x, t)``."""
-        return evaluate_model(self.model, self.prediction, x, as_time(t), self.schedule, self.model_kwargs,
-                              self.time_input)
-
     def __call__(self, x: torch.Tensor, t) -> torch.Tensor:
         t = as_time(t)
         out = evaluate_model(self.model, self.prediction, x, t, self.schedule, self.model_kwargs,

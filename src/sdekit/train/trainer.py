@@ -125,10 +125,6 @@ class TrainConfig:
         return cls(**d)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 class Trainer:
     """Trains ``model`` by minimising ``loss_fn`` over ``data``, on one or many processes.
 
