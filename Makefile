@@ -23,7 +23,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks examples
+	$(PY) -m ruff check src tests benchmarks examples docs
+	$(VENV)/bin/pyright
 
 # The documentation site (mkdocs-material + mkdocstrings) into site/; --strict: any warning fails,
 # including a broken reference, an undocumented public name or a docstring naming a missing object.
