@@ -68,7 +68,7 @@ from dataclasses import dataclass
 import torch
 from torch.autograd.function import once_differentiable
 
-from ._noise import mix64, normalize_seed
+from .noise import mix64, normalize_seed
 from .brownian import BrownianGrid, BrownianPath
 from .integrate import (
     _fixed_grid,

@@ -20,7 +20,7 @@ from collections import OrderedDict
 
 import torch
 
-from ._noise import normalize_seed, standard_normal
+from .noise import normalize_seed, standard_normal
 
 _RSQRT3 = 1.0 / math.sqrt(3.0)
 

@@ -321,7 +321,7 @@ def sdeint(
             ``h(t, y)`` and ``y0`` a leading batch dimension (see :mod:`sdekit.core.latent`).
         names: methods of ``sde`` to use under other names, as torchsde: keys ``drift``, ``diffusion``,
             ``prior_drift``, ``diffusion_prod``, ``drift_and_diffusion``, ``drift_and_diffusion_prod``;
-            e.g. ``names={"drift": "h"}`` solves with the prior drift (see :mod:`sdekit.core._names`).
+            e.g. ``names={"drift": "h"}`` solves with the prior drift (see :mod:`sdekit.core.names`).
 
     Returns:
         A tensor ``(len(ts), *y0.shape)``, or a tuple of such for a tuple state. With ``logqp=True``
@@ -341,7 +341,7 @@ def sdeint(
     atol = _check_positive("atol", atol, allow_none=False)
     dt_min = _check_positive("dt_min", dt_min)
     if names is not None:
-        from ._names import rename_methods
+        from .names import rename_methods
 
         sde = rename_methods(sde, names)
     if logqp:

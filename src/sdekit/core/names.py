@@ -6,6 +6,9 @@ latent SDE (``names={"drift": "h"}``). :func:`rename_methods` returns a view of 
 the contract's names ``f``, ``g``, ``h``, ``g_prod``; a combined ``drift_and_diffusion`` method
 (``f_and_g(t, y) -> (f, g)``) or ``drift_and_diffusion_prod`` (``f_and_g_prod(t, y, v) -> (f, g v)``)
 supplies ``f``, ``g`` and ``g_prod`` where the separate ones are not named.
+
+Part of the core's internal interface (``sdekit.torchsde`` uses :func:`rename_methods`); nothing here
+is exported from ``sdekit``.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ Two generators serve the Brownian sources:
 * per-sample seeds (a 1-D int64 tensor, one seed per entry of the leading dimension): an integer hash
   of (seed, key, element index) evaluated with tensor operations and turned into normals by Box-Muller.
   Sample ``b`` then depends only on ``seeds[b]``, never on the batch it was drawn in.
+
+Part of the core's internal interface: the diffusion layer's sharded sampling and ``sdekit.torchsde``
+use :func:`mix64` and :func:`standard_normal`; nothing here is exported from ``sdekit``.
 """
 
 from __future__ import annotations

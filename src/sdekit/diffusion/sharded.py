@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..core._noise import mix64, standard_normal
+from ..core.noise import mix64, standard_normal
 from .samplers import get_sampler, sample
 from .samplers.base import substep_edges
 from .schedules import Schedule

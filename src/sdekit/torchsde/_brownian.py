@@ -27,7 +27,7 @@ from collections import OrderedDict
 
 import torch
 
-from ..core._noise import mix64, standard_normal
+from ..core.noise import mix64, standard_normal
 from ..core.brownian import BrownianPath as _KeyedPath
 from .settings import LEVY_AREA_APPROXIMATIONS
 

@@ -177,7 +177,7 @@ class _Stateful(SDESolver):
 # --------------------------------------------------------------------------------------------
 def _prepare(sde, y0, ts, bm, method, adaptive, options, names, logqp):
     if names:
-        from ..core._names import rename_methods
+        from ..core.names import rename_methods
 
         sde = rename_methods(sde, {k: names[k] for k in _NAME_KEYS if k in names})
     noise_type, sde_type = getattr(sde, "noise_type", None), getattr(sde, "sde_type", None)
