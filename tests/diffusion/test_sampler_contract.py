@@ -9,10 +9,12 @@ import torch
 
 import sdekit
 from sdekit.diffusion import (
+    DDIM,
     DEIS,
     EDM,
     ERSDE,
     IPNDM,
+    PFODE,
     SAMPLERS,
     VP,
     DPMSolverPP,
@@ -110,6 +112,80 @@ def test_contract(case):
         bm1 = sdekit.BrownianPath(schedule.t_min, schedule.t_max, (1, 2), seed=[seeds[i]], dtype=dtype)
         alone, _, _ = _run(solver, schedule, x_T[i:i + 1], bm=bm1)
         torch.testing.assert_close(alone[0], full[i], **tol)
+
+
+# every registered sampler with its defaults, plus DDIM(eta) and a fixed-step PF-ODE
+CONTRACT = [SAMPLERS[name]() for name in sorted(SAMPLERS)] + [DDIM(eta=0.7), PFODE("rk4")]
+
+
+class _Net:
+    """An eps-network acting sample by sample, that counts its calls and checks its time input."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, x, t, *, scale=1.0):
+        assert t.shape == (x.shape[0],) and t.dtype == x.dtype
+        self.calls += 1
+        tt = t.reshape(-1, *([1] * (x.dim() - 1)))
+        return scale * torch.tanh(x) * (0.5 + tt)
+
+
+@pytest.mark.parametrize("solver", CONTRACT, ids=repr)
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+def test_contract_image_states_and_outputs(solver, dtype):
+    """Beyond :func:`test_contract`: states of any shape (here images), ``model_kwargs`` reaching the network,
+    the grid in ``info``, ``denoise_final`` costing one call and trajectories from ``x_T`` to the sample."""
+    s = VP()
+    shape = (6, 1, 3, 3)
+    x_T = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    net = _Net()
+    x, info = sample(net, s, x_T, solver=solver, steps=5, generator=torch.Generator().manual_seed(1),
+                     model_kwargs={"scale": 0.5}, return_info=True)
+    assert x.shape == shape and x.dtype == dtype and bool(torch.isfinite(x).all())
+    assert info.nfe == net.calls and info.timesteps.shape == (6,)
+    unscaled = sample(_Net(), s, x_T, solver=solver, steps=5, generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(x, unscaled)                      # the kwarg reached the network
+    bm6 = sdekit.BrownianPath(s.t_min, s.t_max, shape, seed=[11, 12, 13, 14, 15, 16], dtype=dtype)
+    full = sample(_Net(), s, x_T, solver=solver, steps=5, bm=bm6)
+    net2 = _Net()
+    y, info2 = sample(net2, s, x_T, solver=solver, steps=5, bm=bm6, denoise_final=True, return_trajectory=True)
+    assert info2.nfe == net2.calls and info2.trajectory.shape == (6, *shape)
+    assert torch.equal(info2.trajectory[0], x_T) and torch.equal(info2.trajectory[-1], full)
+    if solver.nfe(5) is not None:
+        assert info2.nfe == solver.nfe(5) + 1
+
+
+@pytest.mark.parametrize("solver", CONTRACT, ids=repr)
+def test_gradients_flow_through_sampling(solver):
+    """Autograd through every sampler equals central finite differences of the sample (same noise), in the
+    direction of a random perturbation of x_T and of the model's weight w."""
+    s = EDM()
+    x_T = 80.0 * torch.randn(4, 2, dtype=F64, generator=torch.Generator().manual_seed(3))
+    dx = torch.randn(4, 2, dtype=F64, generator=torch.Generator().manual_seed(4))
+    u = torch.randn(4, 2, dtype=F64, generator=torch.Generator().manual_seed(5))
+
+    def loss(x0, w):
+        x = sample(lambda x, sigma: w * x / (1 + sigma[:, None]) + 0.1 * torch.sin(x), s, x0, solver=solver,
+                   steps=4, prediction="karras", generator=torch.Generator().manual_seed(0))
+        return (u * x).sum()
+
+    x0 = x_T.clone().requires_grad_(True)
+    w = torch.tensor(0.3, dtype=F64, requires_grad=True)
+    loss(x0, w).backward()
+    eps = 1e-6
+    with torch.no_grad():
+        fd_x = (loss(x_T + eps * dx, w) - loss(x_T - eps * dx, w)) / (2 * eps)
+        fd_w = (loss(x_T, w + eps) - loss(x_T, w - eps)) / (2 * eps)
+    if getattr(solver, "nfe_per_step", 1) is None:
+        # an adaptive solver (dopri5) chooses its steps from the state, and autograd differentiates the chosen
+        # steps only: agreement to the error tolerance, measured against the size of the w-derivative
+        scale = float(fd_w.abs())
+        assert abs(float((x0.grad * dx).sum() - fd_x)) < 1e-3 * scale
+        assert abs(float(w.grad - fd_w)) < 1e-3 * scale
+        return
+    torch.testing.assert_close((x0.grad * dx).sum(), fd_x, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(w.grad, fd_w, rtol=1e-6, atol=1e-9)
 
 
 def test_every_name_resolves_and_sample_defaults_to_dpm_solver():
