@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# public name -> the module that defines it (imported on first access)
-_CORE_NAMES = (
+# the core's public names (imported from sdekit.core on first access), spelled out for static analysis
+__all__ = [
     "sdeint", "odeint", "BrownianPath", "BrownianGrid", "SDE", "NOISE_TYPES", "SDE_TYPES",
     "SDESolver", "ODESolver",
     "AdjointStrategy", "Backprop", "Checkpointed", "ContinuousAdjoint", "ReversibleAdjoint",
-)
+    "__version__",
+]
+_CORE_NAMES = tuple(name for name in __all__ if name != "__version__")
 _SUBPACKAGES = ("core", "data", "diffusion", "metrics", "nn", "train", "torchsde", "cli")
-
-__all__ = [*_CORE_NAMES, "__version__"]
 
 if TYPE_CHECKING:  # the static view of the lazy names
     from . import data, diffusion, metrics, nn, train  # noqa: F401

@@ -31,7 +31,7 @@ def build_parser() -> Parser:
     return parser
 
 
-def _one_line(message: str) -> str:
+def _one_line(message: object) -> str:
     return " ".join(str(message).split())
 
 

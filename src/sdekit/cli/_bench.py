@@ -47,6 +47,8 @@ def find_benchmark(name: str) -> Path:
 def run(args) -> int:
     path = find_benchmark(args.benchmark)
     spec = importlib.util.spec_from_file_location(f"sdekit_benchmark_{args.benchmark}", path)
+    if spec is None or spec.loader is None:
+        raise CLIError(f"cannot load {path} as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module             # dataclasses look their module up while the script loads
     folder = str(path.parent)

@@ -47,6 +47,7 @@ def sample_figure(path: Path, panels: dict[str, torch.Tensor], *, max_points: in
         ax = fig.add_subplot(1, len(panels), i + 1)
         x = x.detach().cpu().float()
         if x.dim() == 2 and x.shape[1] >= 2:
+            assert lim is not None  # x is one of the vectors
             pts = x[:max_points]
             ax.scatter(pts[:, 0], pts[:, 1], s=1.5, alpha=0.5, color="C0" if i == 0 else "C1", linewidths=0)
             ax.set_xlim(lim[0][0], lim[1][0])

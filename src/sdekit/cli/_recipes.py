@@ -115,7 +115,8 @@ class RunSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
+    def from_dict(cls, d: Any) -> RunSpec:
+        """The spec a :meth:`to_dict` output describes (``d`` is checked: a SpecError for anything else)."""
         if not isinstance(d, dict):
             raise SpecError(f"a run description must be a JSON object, got {type(d).__name__}")
         names = {f.name for f in fields(cls)}
@@ -123,6 +124,12 @@ class RunSpec:
         if unknown:
             raise SpecError(f"unknown run settings {unknown}")
         return cls(**d)
+
+    @property
+    def prediction_name(self) -> str:
+        """The prediction (``__post_init__`` resolves ``None`` to the schedule's first choice)."""
+        assert self.prediction is not None  # set by __post_init__
+        return self.prediction
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -163,7 +170,7 @@ class RunSpec:
             return diffusion.FlowMatchingLoss(schedule)
         if self.schedule == "edm":
             return diffusion.DenoisingScoreMatching.edm(schedule)
-        return diffusion.DenoisingScoreMatching(schedule, prediction=self.prediction)
+        return diffusion.DenoisingScoreMatching(schedule, prediction=self.prediction_name)
 
     def describe(self) -> str:
         shape = "x".join(str(s) for s in get_dataset(self.data).event_shape)
@@ -174,7 +181,7 @@ class RunSpec:
         return f"{self.data} ({shape}), {net}, {self.schedule} schedule, {self.prediction} prediction, {self.dtype}"
 
 
-def build_model(config: dict[str, Any], seed: int | None = None) -> nn.Module:
+def build_model(config: Any, seed: int | None = None) -> nn.Module:
     """Rebuild a network from :meth:`RunSpec.model_config` output.
 
     Raises:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -66,7 +67,7 @@ def load_run(directory: Path, which: str = "ema", device: str | torch.device = "
 
 def draw(spec: RunSpec, model, schedule, n: int, *, solver: str = "ode", ode_method: str = "dopri5",
          rtol: float = 1e-5, steps: int | None = None, seed: int = 0, class_label: int | None = None,
-         batch_size: int = 4096, progress: bool = False) -> tuple[torch.Tensor, int]:
+         batch_size: int = 4096, progress: bool = False) -> tuple[torch.Tensor | None, int]:
     """Sample ``n`` points in batches of per-sample-seeded draws, sharded over the ranks of an initialised
     process group (:func:`sdekit.diffusion.sample_sharded`); returns ``(samples, model calls)``, the
     samples on rank 0 only (``None`` on the others) and the calls of all ranks."""
@@ -81,14 +82,18 @@ def draw(spec: RunSpec, model, schedule, n: int, *, solver: str = "ode", ode_met
         raise CLIError(str(e)) from None
     steps = default_steps(solver, ode_method) if steps is None else steps
     device = next(model.parameters()).device
-    kwargs = None
+    kwargs: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None
     if class_label is not None:
-        def kwargs(idx):
-            return {"class_labels": torch.full((idx.numel(),), class_label, dtype=torch.long, device=device)}
+        label = class_label
+
+        def class_kwargs(idx: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"class_labels": torch.full((idx.numel(),), label, dtype=torch.long, device=device)}
+
+        kwargs = class_kwargs
     distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
     with torch.no_grad():
         shard = sample_sharded(model, schedule, info.event_shape, n, seed=seed, batch_size=batch_size,
-                               solver=sampler, steps=steps, prediction=spec.prediction, model_kwargs=kwargs,
+                               solver=sampler, steps=steps, prediction=spec.prediction_name, model_kwargs=kwargs,
                                denoise_final=solver == "euler-maruyama", dtype=spec.torch_dtype, device=device,
                                progress=progress and (not distributed or dist.get_rank() == 0))
     x = gather_shards(shard, n)
@@ -129,6 +134,7 @@ def _sample(args, out: Path, ctx) -> int:
     seconds = time.perf_counter() - start
     if not ctx.is_main:
         return 0
+    assert x is not None  # the main rank holds the gathered samples
     save_samples(out, x, title=f"{spec.data}: {args.solver}")
     where = f", {ctx.world_size} processes" if ctx.distributed else ""
     say(f"wrote {x.shape[0]} samples of shape {tuple(x.shape[1:])} to {out} "

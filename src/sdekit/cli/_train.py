@@ -7,6 +7,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from .. import __version__
 from ..data import dataset_names, get_dataset, load_dataset
@@ -73,6 +74,7 @@ _CLI_TRAIN_DEFAULTS = dict(steps=2000, batch_size=512, lr=2e-3, warmup_steps=100
 
 
 def _train_config(args, stored: dict | None) -> TrainConfig:
+    d: dict[str, Any]
     if stored is not None:
         d = dict(stored)
     else:

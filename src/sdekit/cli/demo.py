@@ -189,7 +189,7 @@ def _run_demo(out_dir, data, steps, n_eval, samplers, seed, width, depth, batch_
         x_T = schedule.prior_sample((n_eval, 2), g)
         t0 = time.perf_counter()
         with torch.no_grad():
-            x, info = sample(net, schedule, x_T, solver=sampler, steps=n_steps, prediction=spec.prediction,
+            x, info = sample(net, schedule, x_T, solver=sampler, steps=n_steps, prediction=spec.prediction_name,
                              generator=g, return_info=True, denoise_final=solver == "euler-maruyama",
                              progress=False)
         seconds = time.perf_counter() - t0

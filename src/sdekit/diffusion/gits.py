@@ -32,15 +32,16 @@ contribute their starting (lower-order) step.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
 from ._utils import check_real, check_tensor
-from .prediction import as_denoiser
-from .samplers import DDIM, PFODE, SamplerContext, get_sampler, sample
+from .prediction import Denoiser, Prediction, as_denoiser
+from .samplers import DDIM, PFODE, Sampler, SamplerContext, get_sampler, sample
 from .schedules import Schedule
-from .timesteps import Karras, TimeTensor, _check_decreasing, get_time_grid
+from .timesteps import Karras, TimeGrid, TimeTensor, _check_decreasing, get_time_grid
 
 __all__ = ["GITS", "gits_path"]
 
@@ -49,15 +50,16 @@ class _Cached:
     """A denoiser that remembers its last call (a student's first evaluation at ``(x_i, t_i)`` is the
     same for every target ``j``) and counts the model calls it makes."""
 
-    def __init__(self, denoiser) -> None:
+    def __init__(self, denoiser: Denoiser) -> None:
         self.denoiser = denoiser
         self.calls = 0
-        self._key = None
-        self._value = None
+        self._key: tuple[torch.Tensor, float | None] | None = None
+        self._value: torch.Tensor | None = None
 
-    def __call__(self, x, t):
+    def __call__(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         key = (x, float(t) if not isinstance(t, torch.Tensor) or t.dim() == 0 else None)
-        if self._key is not None and key[1] is not None and x is self._key[0] and key[1] == self._key[1]:
+        if (self._value is not None and self._key is not None and key[1] is not None and x is self._key[0]
+                and key[1] == self._key[1]):
             return self._value
         value = self.denoiser(x, t)
         self.calls += 1
@@ -168,8 +170,10 @@ class GITS(TimeTensor):
         teacher, student: the samplers used.
     """
 
-    def __init__(self, times, *, schedule: Schedule | None = None, indices=None, fine_times=None, cost=None,
-                 path_cost: float | None = None, fit_nfe: int | None = None, teacher=None, student=None,
+    def __init__(self, times: torch.Tensor | Sequence[float], *, schedule: Schedule | None = None,
+                 indices: Sequence[int] | None = None, fine_times: torch.Tensor | None = None,
+                 cost: torch.Tensor | None = None, path_cost: float | None = None, fit_nfe: int | None = None,
+                 teacher: Sampler | None = None, student: Sampler | None = None,
                  coeff: float | None = None) -> None:
         super().__init__(times)
         self.schedule = schedule
@@ -179,8 +183,8 @@ class GITS(TimeTensor):
         self.path_cost = path_cost
         self.fit_nfe = fit_nfe
         self.teacher, self.student, self.coeff = teacher, student, coeff
-        self.validation: dict = {}
-        self.refinement: list = []
+        self.validation: dict[float, float] = {}
+        self.refinement: list[float] = []
         self._log_snr = schedule.log_snr(self._times).to(torch.float64) if schedule is not None else None
 
     @property
@@ -189,13 +193,16 @@ class GITS(TimeTensor):
         return self._times.numel() - 1
 
     @classmethod
-    def fit(cls, model, schedule: Schedule, nfe: int, *, shape=None, x_T: torch.Tensor | None = None,
-            teacher=None, student=None, fine_steps: int = 60, warmup: int = 256, rho: float = 7.0, fine_grid=None,
-            coeff: float | Sequence[float] = 1.15, sampler=None, refine: int = 0,
-            generator: torch.Generator | None = None, prediction="eps",
-            model_kwargs: dict | None = None, time_input=None, t_start: float | None = None,
-            t_end: float | None = None, batch_size: int | None = None, dtype: torch.dtype | None = None,
-            device=None) -> GITS:
+    def fit(cls, model: Callable[..., torch.Tensor], schedule: Schedule, nfe: int, *,
+            shape: int | Sequence[int] | None = None, x_T: torch.Tensor | None = None,
+            teacher: str | Sampler | None = None, student: str | Sampler | None = None, fine_steps: int = 60,
+            warmup: int = 256, rho: float = 7.0, fine_grid: str | TimeGrid | None = None,
+            coeff: float | Sequence[float] = 1.15, sampler: str | Sampler | None = None, refine: int = 0,
+            generator: torch.Generator | None = None, prediction: str | Prediction = "eps",
+            model_kwargs: dict[str, Any] | None = None,
+            time_input: Callable[[torch.Tensor], torch.Tensor] | None = None,
+            t_start: float | None = None, t_end: float | None = None, batch_size: int | None = None,
+            dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> GITS:
         r"""Fit a grid of ``K`` steps for a budget of ``nfe`` model calls of ``student``.
 
         Arguments:
@@ -258,12 +265,20 @@ class GITS(TimeTensor):
                              f"model calls per step; got {counter!r}")
         if isinstance(fine_steps, bool) or not isinstance(fine_steps, int) or fine_steps < 1:
             raise ValueError(f"fine_steps must be a positive int, got {fine_steps!r}")
+
+        def calls(k: int) -> int:
+            c = counter.nfe(k)
+            if c is None:
+                raise ValueError(f"GITS counts the steps in nfe={nfe} with a sampler that makes a known number of "
+                                 f"model calls per step; got {counter!r} (nfe({k}) is None)")
+            return c
+
         steps = 0
-        while steps < fine_steps and counter.nfe(steps + 1) <= nfe:
+        while steps < fine_steps and calls(steps + 1) <= nfe:
             steps += 1
         if steps == 0:
             raise ValueError(f"nfe={nfe} is less than one step of {counter!r} ({counter.nfe(1)} model calls)")
-        if counter.nfe(steps + 1) <= nfe:
+        if calls(steps + 1) <= nfe:
             raise ValueError(f"nfe={nfe} allows more steps than fine_steps={fine_steps}; raise fine_steps")
         coeffs = [coeff] if not isinstance(coeff, (list, tuple)) else list(coeff)
         if not coeffs:
@@ -301,6 +316,7 @@ class GITS(TimeTensor):
                                  return_trajectory=True)
                 teacher_nfe += info.nfe
                 traj = info.trajectory
+                assert traj is not None  # return_trajectory=True fills it
                 ends.append(traj[-1])
                 for i in range(m):
                     x_i = traj[i]
@@ -348,7 +364,8 @@ class GITS(TimeTensor):
         grid.refinement = history
         return grid
 
-    def times(self, schedule, steps=None, *, t_start=None, t_end=None):
+    def times(self, schedule: Schedule, steps: int | None = None, *, t_start: float | None = None,
+              t_end: float | None = None) -> torch.Tensor:
         """The fitted times (``steps`` must be ``None`` or ``K``); for another schedule than the one
         fitted on, the times of equal log-SNR."""
         if steps is not None and steps != self.steps:
@@ -356,7 +373,7 @@ class GITS(TimeTensor):
                              "steps=None or fit a grid for another budget")
         if t_start is not None or t_end is not None:
             raise ValueError("t_start / t_end do not apply to a fitted grid; pass them to GITS.fit")
-        if self.schedule is None or schedule is self.schedule:
+        if self.schedule is None or self._log_snr is None or schedule is self.schedule:
             return self._times.clone()
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a sdekit.diffusion.Schedule, got {type(schedule).__name__}")

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
@@ -30,24 +31,23 @@ PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 """diffusers' ``prediction_type`` -> sdekit's prediction name."""
 
 
-def _require_diffusers():
+def _require_diffusers() -> None:
     try:
-        import diffusers
+        import diffusers  # noqa: F401
     except ImportError:
         raise ImportError(
             "sdekit.diffusion.from_diffusers needs the optional dependency diffusers; install it with "
             "`pip install diffusers` (or `pip install sdekit[bench]`)"
         ) from None
-    return diffusers
 
 
 class DiffusersModel(NamedTuple):
     """What :func:`from_diffusers` returns; unpacks as ``(model, schedule, prediction, time_input)``."""
 
-    model: Any
+    model: Callable[..., torch.Tensor]
     schedule: DiscreteVP
     prediction: str
-    time_input: Any
+    time_input: Callable[[torch.Tensor], torch.Tensor]
 
 
 class _UNetCall:
@@ -71,21 +71,25 @@ class _UNetCall:
         return f"diffusers:{type(self.net).__name__}"
 
 
-def _scheduler_from(scheduler_or_config):
+def _scheduler_from(scheduler_or_config: Any) -> Any:
     """A diffusers scheduler object from a scheduler or its config (dict / FrozenDict)."""
-    diffusers = _require_diffusers()
+    _require_diffusers()
     if hasattr(scheduler_or_config, "alphas_cumprod") and hasattr(scheduler_or_config, "config"):
         return scheduler_or_config
     if isinstance(scheduler_or_config, dict):
         # DDPMScheduler computes alphas_cumprod from any beta_schedule / trained_betas of the config.
-        return diffusers.DDPMScheduler.from_config(dict(scheduler_or_config))
+        # (from its module: pyright does not see the names diffusers' lazy top-level module exports)
+        from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+
+        return DDPMScheduler.from_config(dict(scheduler_or_config))
     raise TypeError(
         "scheduler_config must be a diffusers scheduler (e.g. DDIMScheduler) or its config dict, got "
         f"{type(scheduler_or_config).__name__}"
     )
 
 
-def from_diffusers(net, scheduler_config, *, prediction_type: str | None = None) -> DiffusersModel:
+def from_diffusers(net: Callable[..., Any], scheduler_config: Any, *,
+                   prediction_type: str | None = None) -> DiffusersModel:
     r"""The pieces to sample a diffusers network with sdekit samplers.
 
     Arguments:

@@ -16,10 +16,13 @@ positive weighting, and the minimum at time ``t`` is ``w(t) tr Cov[x_0 | x_t] / 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
 import torch
 
 from ._utils import as_time, broadcast_like, check_real, check_tensor, resolve_name
-from .prediction import _check_model_kwargs, evaluate_model, get_prediction
+from .prediction import Prediction, _check_model_kwargs, evaluate_model, get_prediction
 from .schedules import LinearFlow, Schedule
 
 __all__ = [
@@ -36,7 +39,7 @@ __all__ = [
 class Weighting:
     """A weight ``w(t)`` on ``|D - x_0|^2 / d``: ``weighting(t, schedule)`` -> tensor shaped like ``t``."""
 
-    def __call__(self, t, schedule: Schedule) -> torch.Tensor:
+    def __call__(self, t: torch.Tensor, schedule: Schedule) -> torch.Tensor:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -46,21 +49,21 @@ class Weighting:
 class X0Weighting(Weighting):
     """``w = 1``: plain mean-squared error of the data prediction."""
 
-    def __call__(self, t, schedule):
+    def __call__(self, t: torch.Tensor, schedule: Schedule) -> torch.Tensor:
         return torch.ones_like(as_time(t))
 
 
 class SNRWeighting(Weighting):
     """``w = alpha^2 / sigma^2`` (the SNR): equal to the plain MSE on ``eps`` (DDPM's ``L_simple``)."""
 
-    def __call__(self, t, schedule):
+    def __call__(self, t: torch.Tensor, schedule: Schedule) -> torch.Tensor:
         return torch.exp(2.0 * schedule.log_snr(t))
 
 
 class VWeighting(Weighting):
     """``w = (alpha^2 + sigma^2)^2 / sigma^2``: equal to the plain MSE on ``v`` (``SNR + 1`` for VP)."""
 
-    def __call__(self, t, schedule):
+    def __call__(self, t: torch.Tensor, schedule: Schedule) -> torch.Tensor:
         a, s = schedule.alpha(t), schedule.sigma(t)
         return (a * a + s * s) ** 2 / (s * s)
 
@@ -68,7 +71,7 @@ class VWeighting(Weighting):
 class ScoreWeighting(Weighting):
     """``w = alpha^2 / sigma^4``: equal to the plain MSE on the score."""
 
-    def __call__(self, t, schedule):
+    def __call__(self, t: torch.Tensor, schedule: Schedule) -> torch.Tensor:
         return schedule.alpha(t) ** 2 / schedule.sigma(t) ** 4
 
 
@@ -77,7 +80,7 @@ class LikelihoodWeighting(Weighting):
     score error (Song, Durkan, Murray & Ermon 2021, "Maximum likelihood training of score-based
     diffusion models", Theorem 1)."""
 
-    def __call__(self, t, schedule):
+    def __call__(self, t: torch.Tensor, schedule: Schedule) -> torch.Tensor:
         return schedule.g2(t) * schedule.alpha(t) ** 2 / schedule.sigma(t) ** 4
 
 
@@ -92,7 +95,7 @@ class EDMWeighting(Weighting):
     def __init__(self, sigma_data: float = 0.5) -> None:
         self.sigma_data = check_real("sigma_data", sigma_data, positive=True)
 
-    def __call__(self, t, schedule):
+    def __call__(self, t: torch.Tensor, schedule: Schedule) -> torch.Tensor:
         st = schedule.sigma_tilde(t)
         sd = self.sigma_data
         return (st * st + sd * sd) / (st * sd) ** 2
@@ -111,7 +114,7 @@ class MinSNRWeighting(Weighting):
     def __init__(self, gamma: float = 5.0) -> None:
         self.gamma = check_real("gamma", gamma, positive=True)
 
-    def __call__(self, t, schedule):
+    def __call__(self, t: torch.Tensor, schedule: Schedule) -> torch.Tensor:
         return torch.exp(2.0 * schedule.log_snr(t)).clamp(max=self.gamma)
 
     def __repr__(self) -> str:
@@ -130,7 +133,11 @@ WEIGHTINGS = {
 }
 
 
-def get_weighting(weighting) -> Weighting | None:
+#: a loss weighting: a :class:`Weighting` or any callable ``w(t, schedule)`` -> weights of the shape of ``t``
+WeightFunction: TypeAlias = Callable[[torch.Tensor, Schedule], torch.Tensor]
+
+
+def get_weighting(weighting: str | WeightFunction | None) -> WeightFunction | None:
     """Resolve a weighting name (see :data:`WEIGHTINGS`), ``None`` (the prediction's plain MSE), a
     :class:`Weighting` or a callable ``w(t, schedule)``."""
     if weighting is None:
@@ -151,7 +158,8 @@ def get_weighting(weighting) -> Weighting | None:
 class TimeSampling:
     """Draws training times: ``sampling(batch, schedule, generator, dtype, device)`` -> ``(batch,)``."""
 
-    def __call__(self, batch: int, schedule: Schedule, generator, dtype, device) -> torch.Tensor:
+    def __call__(self, batch: int, schedule: Schedule, generator: torch.Generator | None, dtype: torch.dtype,
+                 device: torch.device | str) -> torch.Tensor:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -161,7 +169,8 @@ class TimeSampling:
 class UniformTimeSampling(TimeSampling):
     """``t ~ U[t_min, t_max]`` (Song et al. 2021)."""
 
-    def __call__(self, batch, schedule, generator, dtype, device):
+    def __call__(self, batch: int, schedule: Schedule, generator: torch.Generator | None, dtype: torch.dtype,
+                 device: torch.device | str) -> torch.Tensor:
         u = torch.rand(batch, generator=generator, dtype=torch.float64, device=_gen_device(generator, device))
         return (schedule.t_min + (schedule.t_max - schedule.t_min) * u).to(dtype=dtype, device=device)
 
@@ -180,7 +189,8 @@ class LogNormalSampling(TimeSampling):
         self.p_mean = check_real("p_mean", p_mean)
         self.p_std = check_real("p_std", p_std, positive=True)
 
-    def __call__(self, batch, schedule, generator, dtype, device):
+    def __call__(self, batch: int, schedule: Schedule, generator: torch.Generator | None, dtype: torch.dtype,
+                 device: torch.device | str) -> torch.Tensor:
         dev = _gen_device(generator, device)
         z = torch.randn(batch, generator=generator, dtype=torch.float64, device=dev)
         log_sigma = self.p_mean + self.p_std * z
@@ -194,7 +204,7 @@ class LogNormalSampling(TimeSampling):
 TIME_SAMPLINGS = {"uniform": UniformTimeSampling, "lognormal": LogNormalSampling}
 
 
-def get_time_sampling(time_sampling) -> TimeSampling:
+def get_time_sampling(time_sampling: str | TimeSampling) -> TimeSampling:
     """Resolve a name (``"uniform"``, ``"lognormal"``) or pass a :class:`TimeSampling` through."""
     resolved = resolve_name(time_sampling, TIME_SAMPLINGS, TimeSampling, "time_sampling",
                             " or pass a TimeSampling object")
@@ -235,8 +245,9 @@ class DenoisingScoreMatching:
         :meth:`per_sample` gives the ``(batch,)`` losses and accepts fixed ``t`` and ``noise``.
     """
 
-    def __init__(self, schedule: Schedule, prediction="eps", weighting=None, time_sampling="uniform", *,
-                 time_input=None) -> None:
+    def __init__(self, schedule: Schedule, prediction: str | Prediction = "eps",
+                 weighting: str | WeightFunction | None = None, time_sampling: str | TimeSampling = "uniform", *,
+                 time_input: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a sdekit.diffusion.Schedule, got {type(schedule).__name__}")
         if time_input is not None and not callable(time_input):
@@ -259,9 +270,10 @@ class DenoisingScoreMatching:
         return cls(schedule, EDMPrediction(sigma_data), EDMWeighting(sigma_data),
                    LogNormalSampling(p_mean, p_std))
 
-    def per_sample(self, model, x0: torch.Tensor, *, t=None, noise: torch.Tensor | None = None,
+    def per_sample(self, model: Callable[..., torch.Tensor], x0: torch.Tensor, *,
+                   t: float | torch.Tensor | None = None, noise: torch.Tensor | None = None,
                    generator: torch.Generator | None = None,
-                   model_kwargs: dict | None = None) -> torch.Tensor:
+                   model_kwargs: dict[str, Any] | None = None) -> torch.Tensor:
         """Per-sample losses ``(batch,)``.
 
         Arguments:
@@ -296,8 +308,9 @@ class DenoisingScoreMatching:
         w = self.weighting(t, s) * self.prediction.x0_error_scale(t, s) ** 2
         return broadcast_like(w, err) * err
 
-    def __call__(self, model, x0: torch.Tensor, generator: torch.Generator | None = None,
-                 model_kwargs: dict | None = None) -> torch.Tensor:
+    def __call__(self, model: Callable[..., torch.Tensor], x0: torch.Tensor,
+                 generator: torch.Generator | None = None,
+                 model_kwargs: dict[str, Any] | None = None) -> torch.Tensor:
         return self.per_sample(model, x0, generator=generator, model_kwargs=model_kwargs).mean()
 
     def __repr__(self) -> str:
@@ -318,7 +331,8 @@ class FlowMatchingLoss(DenoisingScoreMatching):
         time_sampling: ``"uniform"`` (default) or a :class:`TimeSampling`.
     """
 
-    def __init__(self, schedule: Schedule | None = None, time_sampling="uniform", *, time_input=None) -> None:
+    def __init__(self, schedule: Schedule | None = None, time_sampling: str | TimeSampling = "uniform", *,
+                 time_input: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         super().__init__(LinearFlow() if schedule is None else schedule, "velocity", None, time_sampling,
                          time_input=time_input)
 

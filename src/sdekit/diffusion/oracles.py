@@ -17,12 +17,16 @@ plugs into :func:`~sdekit.diffusion.sample`).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
 from ._utils import as_time, check_tensor
 from .prediction import Denoiser
 from .schedules import Schedule
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 __all__ = ["GaussianMixture", "EmpiricalData"]
 
@@ -67,7 +71,8 @@ class GaussianMixture:
     ``means``, float64 when given as a list).
     """
 
-    def __init__(self, weights, means, variances) -> None:
+    def __init__(self, weights: torch.Tensor | ArrayLike, means: torch.Tensor | ArrayLike,
+                 variances: torch.Tensor | ArrayLike) -> None:
         m_in = means
         w = torch.as_tensor(weights).detach().to("cpu", torch.float64)
         m = torch.as_tensor(means).detach().to("cpu", torch.float64)
@@ -107,7 +112,7 @@ class GaussianMixture:
                              f"({K}, {d}, {d}); got {tuple(v.shape)}")
         self.variances = v
         floating = isinstance(m_in, torch.Tensor) and m_in.is_floating_point()
-        self.dtype = m_in.dtype if floating else torch.float64
+        self.dtype = m_in.dtype if isinstance(m_in, torch.Tensor) and floating else torch.float64
 
     def __repr__(self) -> str:
         kind = "full" if self.full else "diagonal"
@@ -115,7 +120,7 @@ class GaussianMixture:
 
     # -- moments ---------------------------------------------------------------------------
     def _covariances(self) -> torch.Tensor:
-        if self.full:
+        if self._U is not None:
             return self._U @ torch.diag_embed(self._lam) @ self._U.transpose(1, 2)
         return torch.diag_embed(self._lam)
 
@@ -132,7 +137,7 @@ class GaussianMixture:
         second = second + torch.einsum("k,ki,kj->ij", self.weights, self.means, self.means)
         return second - torch.outer(mu, mu)
 
-    def at(self, t, schedule: Schedule) -> GaussianMixture:
+    def at(self, t: float | torch.Tensor, schedule: Schedule) -> GaussianMixture:
         """The marginal ``p_t`` at one time ``t`` (a float or 0-d tensor) as a mixture:
         ``N(alpha m_k, alpha^2 S_k + sigma^2 I)``."""
         _check_schedule(schedule)
@@ -155,12 +160,12 @@ class GaussianMixture:
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
         z = z * self._lam[k].sqrt()
-        if self.full:
+        if self._U is not None:
             z = torch.einsum("nij,nj->ni", self._U[k], z)
         return (self.means[k] + z).to(dtype or self.dtype)
 
     # -- exact diffused quantities -----------------------------------------------------------
-    def _terms(self, x: torch.Tensor, t, schedule: Schedule):
+    def _terms(self, x: torch.Tensor, t: float | torch.Tensor, schedule: Schedule):
         _check_schedule(schedule)
         check_tensor("x", x, min_dim=2)
         if x.dim() != 2 or x.shape[1] != self.dim:
@@ -174,7 +179,7 @@ class GaussianMixture:
         means = self.means.to(dev)
         lam = self._lam.to(dev)[None]                      # (1, K, d)
         r = x64[:, None, :] - a * means[None]             # (B, K, d)
-        U = self._U.to(dev) if self.full else None
+        U = self._U.to(dev) if self._U is not None else None
         if U is not None:
             r = torch.einsum("kde,bkd->bke", U, r)       # eigen-coordinates U^T r
         c = a * a * lam + s * s                            # (B, K, d)
@@ -185,19 +190,19 @@ class GaussianMixture:
     def _to_ambient(self, U, v):
         return v if U is None else torch.einsum("kde,bke->bkd", U, v)
 
-    def log_prob(self, x: torch.Tensor, t, schedule: Schedule) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         """``log p_t(x)``, ``(batch,)``, for ``x: (batch, d)`` and ``t`` a float, 0-d or ``(batch,)``."""
         *_, logits = self._terms(x, t, schedule)
         return torch.logsumexp(logits, dim=1).to(x.dtype)
 
-    def score(self, x: torch.Tensor, t, schedule: Schedule) -> torch.Tensor:
+    def score(self, x: torch.Tensor, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         """``grad_x log p_t(x)``, ``(batch, d)``."""
         r, c, a, lam, U, logits = self._terms(x, t, schedule)
         resp = torch.softmax(logits, dim=1)[..., None]
         comp = self._to_ambient(U, -r / c)
         return (resp * comp).sum(1).to(x.dtype)
 
-    def denoiser(self, x: torch.Tensor, t, schedule: Schedule) -> torch.Tensor:
+    def denoiser(self, x: torch.Tensor, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         """``E[x_0 | x_t = x]``, ``(batch, d)``."""
         r, c, a, lam, U, logits = self._terms(x, t, schedule)
         resp = torch.softmax(logits, dim=1)[..., None]
@@ -277,7 +282,7 @@ class EmpiricalData:
         c = max(1, min(n, self.max_block // q))
         return q, c
 
-    def _stream(self, x: torch.Tensor, t, schedule: Schedule):
+    def _stream(self, x: torch.Tensor, t: float | torch.Tensor, schedule: Schedule):
         """Online softmax over the data: returns ``(D, logsumexp of logits)`` for flattened ``x``."""
         _check_schedule(schedule)
         check_tensor("x", x, min_dim=2)
@@ -309,17 +314,17 @@ class EmpiricalData:
             lses.append((m + torch.log(norm)).squeeze(1))
         return torch.cat(outs).reshape(x.shape), torch.cat(lses), xf, a, s2
 
-    def denoiser(self, x: torch.Tensor, t, schedule: Schedule) -> torch.Tensor:
+    def denoiser(self, x: torch.Tensor, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         """``D*(x, t)`` of the shape of ``x: (batch, *event)``."""
         return self._stream(x, t, schedule)[0]
 
-    def score(self, x: torch.Tensor, t, schedule: Schedule) -> torch.Tensor:
+    def score(self, x: torch.Tensor, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         """``grad log p_t(x) = (alpha D* - x) / sigma^2``."""
         d, _, _, a, s2 = self._stream(x, t, schedule)
         shape = (-1,) + (1,) * (x.dim() - 1)
         return (a.reshape(shape) * d - x) / s2.reshape(shape)
 
-    def log_prob(self, x: torch.Tensor, t, schedule: Schedule) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         """``log p_t(x)`` of ``(1/n) sum_i N(alpha y_i, sigma^2 I)``, ``(batch,)``."""
         _, lse, xf, a, s2 = self._stream(x, t, schedule)
         dim = xf.shape[1]

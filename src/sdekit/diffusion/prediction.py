@@ -28,6 +28,9 @@ Samplers only ever see ``D(x, t)``: :class:`Denoiser` wraps a network, given its
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 from ._utils import as_time, batch_time, broadcast_like, check_real, resolve_name
@@ -41,7 +44,7 @@ __all__ = [
 ]
 
 
-def _coef(fn, t, x):
+def _coef(fn, t: float | torch.Tensor, x: torch.Tensor):
     return broadcast_like(fn(t), x)
 
 
@@ -59,19 +62,21 @@ class Prediction:
 
     name: str = ""
 
-    def model_inputs(self, x, t, schedule):
+    def model_inputs(self, x: torch.Tensor, t: float | torch.Tensor,
+                     schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor]:
         return x, batch_time(t, x)
 
-    def to_x0(self, out, x, t, schedule):
+    def to_x0(self, out: torch.Tensor, x: torch.Tensor, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         raise NotImplementedError
 
-    def from_x0(self, x0, x, t, schedule):
+    def from_x0(self, x0: torch.Tensor, x: torch.Tensor, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         raise NotImplementedError
 
-    def target(self, x0, noise, x, t, schedule):
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, x: torch.Tensor, t: float | torch.Tensor,
+               schedule: Schedule) -> torch.Tensor:
         raise NotImplementedError
 
-    def x0_error_scale(self, t, schedule) -> torch.Tensor:
+    def x0_error_scale(self, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -83,16 +88,17 @@ class X0Prediction(Prediction):
 
     name = "x0"
 
-    def to_x0(self, out, x, t, schedule):
+    def to_x0(self, out: torch.Tensor, x: torch.Tensor, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         return out
 
-    def from_x0(self, x0, x, t, schedule):
+    def from_x0(self, x0: torch.Tensor, x: torch.Tensor, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         return x0
 
-    def target(self, x0, noise, x, t, schedule):
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, x: torch.Tensor, t: float | torch.Tensor,
+               schedule: Schedule) -> torch.Tensor:
         return x0
 
-    def x0_error_scale(self, t, schedule):
+    def x0_error_scale(self, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         return torch.ones_like(as_time(t))
 
 
@@ -101,16 +107,17 @@ class EpsPrediction(Prediction):
 
     name = "eps"
 
-    def to_x0(self, out, x, t, schedule):
+    def to_x0(self, out: torch.Tensor, x: torch.Tensor, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         return (x - _coef(schedule.sigma, t, x) * out) / _coef(schedule.alpha, t, x)
 
-    def from_x0(self, x0, x, t, schedule):
+    def from_x0(self, x0: torch.Tensor, x: torch.Tensor, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         return (x - _coef(schedule.alpha, t, x) * x0) / _coef(schedule.sigma, t, x)
 
-    def target(self, x0, noise, x, t, schedule):
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, x: torch.Tensor, t: float | torch.Tensor,
+               schedule: Schedule) -> torch.Tensor:
         return noise
 
-    def x0_error_scale(self, t, schedule):
+    def x0_error_scale(self, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         return -schedule.sigma(t) / schedule.alpha(t)
 
 
@@ -121,19 +128,20 @@ class VPrediction(Prediction):
 
     name = "v"
 
-    def to_x0(self, out, x, t, schedule):
+    def to_x0(self, out: torch.Tensor, x: torch.Tensor, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         a, s = _coef(schedule.alpha, t, x), _coef(schedule.sigma, t, x)
         return (a * x - s * out) / (a * a + s * s)
 
-    def from_x0(self, x0, x, t, schedule):
+    def from_x0(self, x0: torch.Tensor, x: torch.Tensor, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         a, s = _coef(schedule.alpha, t, x), _coef(schedule.sigma, t, x)
         return a * (x - a * x0) / s - s * x0
 
-    def target(self, x0, noise, x, t, schedule):
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, x: torch.Tensor, t: float | torch.Tensor,
+               schedule: Schedule) -> torch.Tensor:
         a, s = _coef(schedule.alpha, t, x), _coef(schedule.sigma, t, x)
         return a * noise - s * x0
 
-    def x0_error_scale(self, t, schedule):
+    def x0_error_scale(self, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         a, s = schedule.alpha(t), schedule.sigma(t)
         return -s / (a * a + s * s)
 
@@ -144,16 +152,17 @@ class ScorePrediction(Prediction):
 
     name = "score"
 
-    def to_x0(self, out, x, t, schedule):
+    def to_x0(self, out: torch.Tensor, x: torch.Tensor, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         return (x + _coef(schedule.sigma, t, x) ** 2 * out) / _coef(schedule.alpha, t, x)
 
-    def from_x0(self, x0, x, t, schedule):
+    def from_x0(self, x0: torch.Tensor, x: torch.Tensor, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         return (_coef(schedule.alpha, t, x) * x0 - x) / _coef(schedule.sigma, t, x) ** 2
 
-    def target(self, x0, noise, x, t, schedule):
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, x: torch.Tensor, t: float | torch.Tensor,
+               schedule: Schedule) -> torch.Tensor:
         return -noise / _coef(schedule.sigma, t, x)
 
-    def x0_error_scale(self, t, schedule):
+    def x0_error_scale(self, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         return schedule.sigma(t) ** 2 / schedule.alpha(t)
 
 
@@ -164,20 +173,21 @@ class VelocityPrediction(Prediction):
 
     name = "velocity"
 
-    def to_x0(self, out, x, t, schedule):
+    def to_x0(self, out: torch.Tensor, x: torch.Tensor, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         a, s = _coef(schedule.alpha, t, x), _coef(schedule.sigma, t, x)
         da, ds = _coef(schedule.d_alpha, t, x), _coef(schedule.d_sigma, t, x)
         return (ds * x - s * out) / (ds * a - s * da)
 
-    def from_x0(self, x0, x, t, schedule):
+    def from_x0(self, x0: torch.Tensor, x: torch.Tensor, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         a, s = _coef(schedule.alpha, t, x), _coef(schedule.sigma, t, x)
         da, ds = _coef(schedule.d_alpha, t, x), _coef(schedule.d_sigma, t, x)
         return da * x0 + ds * (x - a * x0) / s
 
-    def target(self, x0, noise, x, t, schedule):
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, x: torch.Tensor, t: float | torch.Tensor,
+               schedule: Schedule) -> torch.Tensor:
         return _coef(schedule.d_alpha, t, x) * x0 + _coef(schedule.d_sigma, t, x) * noise
 
-    def x0_error_scale(self, t, schedule):
+    def x0_error_scale(self, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         a, s = schedule.alpha(t), schedule.sigma(t)
         return -s / (schedule.d_sigma(t) * a - s * schedule.d_alpha(t))
 
@@ -190,7 +200,8 @@ class KarrasPrediction(X0Prediction):
 
     name = "karras"
 
-    def model_inputs(self, x, t, schedule):
+    def model_inputs(self, x: torch.Tensor, t: float | torch.Tensor,
+                     schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor]:
         return x / _coef(schedule.alpha, t, x), batch_time(schedule.sigma_tilde(t), x, "sigma")
 
 
@@ -214,31 +225,33 @@ class EDMPrediction(Prediction):
     def __init__(self, sigma_data: float = 0.5) -> None:
         self.sigma_data = check_real("sigma_data", sigma_data, positive=True)
 
-    def _scaled(self, t, schedule):
+    def _scaled(self, t: float | torch.Tensor, schedule: Schedule):
         st = schedule.sigma_tilde(t)
         sd = self.sigma_data
         norm = torch.sqrt(st * st + sd * sd)
         return st, sd * sd / (st * st + sd * sd), st * sd / norm, 1.0 / norm
 
-    def model_inputs(self, x, t, schedule):
+    def model_inputs(self, x: torch.Tensor, t: float | torch.Tensor,
+                     schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor]:
         st, _, _, c_in = self._scaled(t, schedule)
         x_tilde = x / _coef(schedule.alpha, t, x)
         return broadcast_like(c_in, x) * x_tilde, batch_time(0.25 * torch.log(st), x, "c_noise")
 
-    def to_x0(self, out, x, t, schedule):
+    def to_x0(self, out: torch.Tensor, x: torch.Tensor, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         _, c_skip, c_out, _ = self._scaled(t, schedule)
         x_tilde = x / _coef(schedule.alpha, t, x)
         return broadcast_like(c_skip, x) * x_tilde + broadcast_like(c_out, x) * out
 
-    def from_x0(self, x0, x, t, schedule):
+    def from_x0(self, x0: torch.Tensor, x: torch.Tensor, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         _, c_skip, c_out, _ = self._scaled(t, schedule)
         x_tilde = x / _coef(schedule.alpha, t, x)
         return (x0 - broadcast_like(c_skip, x) * x_tilde) / broadcast_like(c_out, x)
 
-    def target(self, x0, noise, x, t, schedule):
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, x: torch.Tensor, t: float | torch.Tensor,
+               schedule: Schedule) -> torch.Tensor:
         return self.from_x0(x0, x, t, schedule)
 
-    def x0_error_scale(self, t, schedule):
+    def x0_error_scale(self, t: float | torch.Tensor, schedule: Schedule) -> torch.Tensor:
         return self._scaled(t, schedule)[2]
 
     def __repr__(self) -> str:
@@ -257,7 +270,7 @@ PREDICTIONS = {
 }
 
 
-def get_prediction(prediction) -> Prediction:
+def get_prediction(prediction: str | Prediction) -> Prediction:
     """Resolve a prediction name (see :data:`PREDICTIONS`) or pass a :class:`Prediction` through."""
     resolved = resolve_name(prediction, PREDICTIONS, Prediction, "prediction", " or pass a Prediction object")
     if resolved is not None:
@@ -279,7 +292,8 @@ def _check_model_kwargs(model_kwargs) -> dict:
     return model_kwargs
 
 
-def evaluate_model(model, prediction: Prediction, x, t, schedule, model_kwargs: dict, time_input=None):
+def evaluate_model(model, prediction: Prediction, x: torch.Tensor, t: float | torch.Tensor, schedule: Schedule,
+                   model_kwargs: dict, time_input=None):
     """Call a network as ``prediction`` says and check its output; returns the raw output."""
     x_in, t_in = prediction.model_inputs(x, t, schedule)
     if time_input is not None:
@@ -311,8 +325,9 @@ class Denoiser:
         ``(batch, *event)``. :meth:`score` and :meth:`eps` give the other views of the same output.
     """
 
-    def __init__(self, model, schedule: Schedule, prediction="eps", *, model_kwargs: dict | None = None,
-                 time_input=None) -> None:
+    def __init__(self, model: Callable[..., torch.Tensor], schedule: Schedule, prediction: str | Prediction = "eps", *,
+                 model_kwargs: dict[str, Any] | None = None,
+                 time_input: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         if not callable(model):
             raise TypeError(f"model must be callable as model(x, t), got {type(model).__name__}")
         if time_input is not None and not callable(time_input):
@@ -323,17 +338,17 @@ class Denoiser:
         self.model_kwargs = _check_model_kwargs(model_kwargs)
         self.time_input = time_input
 
-    def __call__(self, x: torch.Tensor, t) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         t = as_time(t)
         out = evaluate_model(self.model, self.prediction, x, t, self.schedule, self.model_kwargs,
                              self.time_input)
         return self.prediction.to_x0(out, x, t, self.schedule)
 
-    def score(self, x: torch.Tensor, t) -> torch.Tensor:
+    def score(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         """``grad log p_t(x) = (alpha D - x) / sigma^2``."""
         return score_from_x0(x, t, self(x, t), self.schedule)
 
-    def eps(self, x: torch.Tensor, t) -> torch.Tensor:
+    def eps(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         """``eps_hat = (x - alpha D) / sigma``."""
         return eps_from_x0(x, t, self(x, t), self.schedule)
 
@@ -341,8 +356,9 @@ class Denoiser:
         return f"Denoiser({self.model!r}, {self.schedule!r}, prediction={self.prediction!r})"
 
 
-def as_denoiser(model, schedule: Schedule, prediction="eps", *, model_kwargs: dict | None = None,
-                time_input=None) -> Denoiser:
+def as_denoiser(model: Callable[..., torch.Tensor], schedule: Schedule, prediction: str | Prediction = "eps", *,
+                model_kwargs: dict[str, Any] | None = None,
+                time_input: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Denoiser:
     """Wrap a network as a :class:`Denoiser`; a :class:`Denoiser` passes through unchanged.
 
     Arguments:
@@ -365,7 +381,8 @@ def as_denoiser(model, schedule: Schedule, prediction="eps", *, model_kwargs: di
 # ------------------------------------------------------------------------------------------------
 # Conversions between parameterisations: (x, t, value, schedule) -> value in the other form
 # ------------------------------------------------------------------------------------------------
-def convert(x: torch.Tensor, t, value: torch.Tensor, schedule: Schedule, *, source, target) -> torch.Tensor:
+def convert(x: torch.Tensor, t: float | torch.Tensor, value: torch.Tensor, schedule: Schedule, *,
+            source: str | Prediction, target: str | Prediction) -> torch.Tensor:
     """Convert a prediction ``value`` at ``(x, t)`` from parameterisation ``source`` to ``target``
     (names in :data:`PREDICTIONS` or :class:`Prediction` objects), through the data prediction."""
     t = as_time(t)
@@ -375,7 +392,7 @@ def convert(x: torch.Tensor, t, value: torch.Tensor, schedule: Schedule, *, sour
 
 
 def _converter(source: str, target: str, doc: str):
-    def fn(x: torch.Tensor, t, value: torch.Tensor, schedule: Schedule) -> torch.Tensor:
+    def fn(x: torch.Tensor, t: float | torch.Tensor, value: torch.Tensor, schedule: Schedule) -> torch.Tensor:
         return convert(x, t, value, schedule, source=source, target=target)
 
     fn.__name__ = f"{target}_from_{source}"

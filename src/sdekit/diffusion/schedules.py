@@ -76,57 +76,57 @@ class Schedule:
         self.t_min, self.t_max = t_min, t_max
 
     # -- the primitives (subclasses) --------------------------------------------------------
-    def log_alpha(self, t) -> torch.Tensor:
+    def log_alpha(self, t: float | torch.Tensor) -> torch.Tensor:
         """``log alpha(t)``."""
         raise NotImplementedError
 
-    def log_sigma(self, t) -> torch.Tensor:
+    def log_sigma(self, t: float | torch.Tensor) -> torch.Tensor:
         """``log sigma(t)``."""
         raise NotImplementedError
 
-    def d_alpha(self, t) -> torch.Tensor:
+    def d_alpha(self, t: float | torch.Tensor) -> torch.Tensor:
         """``d alpha / dt``."""
         raise NotImplementedError
 
-    def d_sigma(self, t) -> torch.Tensor:
+    def d_sigma(self, t: float | torch.Tensor) -> torch.Tensor:
         """``d sigma / dt``."""
         raise NotImplementedError
 
-    def t_of_log_snr(self, lam) -> torch.Tensor:
+    def t_of_log_snr(self, lam: float | torch.Tensor) -> torch.Tensor:
         """The time at which ``log_snr(t) == lam`` (the inverse of :meth:`log_snr`)."""
         raise NotImplementedError
 
     # -- derived quantities ------------------------------------------------------------------
-    def alpha(self, t) -> torch.Tensor:
+    def alpha(self, t: float | torch.Tensor) -> torch.Tensor:
         """Signal coefficient ``alpha(t)`` of ``x_t = alpha x_0 + sigma eps``."""
         return torch.exp(self.log_alpha(t))
 
-    def sigma(self, t) -> torch.Tensor:
+    def sigma(self, t: float | torch.Tensor) -> torch.Tensor:
         """Noise coefficient ``sigma(t)`` of ``x_t = alpha x_0 + sigma eps``."""
         return torch.exp(self.log_sigma(t))
 
-    def log_snr(self, t) -> torch.Tensor:
+    def log_snr(self, t: float | torch.Tensor) -> torch.Tensor:
         r"""The log signal-to-noise ratio ``lambda(t) = log(alpha(t) / sigma(t))``, decreasing in ``t``."""
         return self.log_alpha(t) - self.log_sigma(t)
 
-    def d_log_snr(self, t) -> torch.Tensor:
+    def d_log_snr(self, t: float | torch.Tensor) -> torch.Tensor:
         r"""``d lambda / dt = d log alpha / dt - d log sigma / dt = -g(t)^2 / (2 sigma(t)^2)`` (< 0)."""
         return self.d_alpha(t) / self.alpha(t) - self.d_sigma(t) / self.sigma(t)
 
-    def f(self, t) -> torch.Tensor:
+    def f(self, t: float | torch.Tensor) -> torch.Tensor:
         r"""Drift coefficient of the forward SDE ``dx = f(t) x dt + g(t) dW``: ``f = d log alpha / dt``."""
         return self.d_alpha(t) / self.alpha(t)
 
-    def g2(self, t) -> torch.Tensor:
+    def g2(self, t: float | torch.Tensor) -> torch.Tensor:
         r"""Squared diffusion coefficient ``g^2 = d sigma^2/dt - 2 f sigma^2``."""
         s = self.sigma(t)
         return 2.0 * s * (self.d_sigma(t) - self.f(t) * s)
 
-    def g(self, t) -> torch.Tensor:
+    def g(self, t: float | torch.Tensor) -> torch.Tensor:
         """Diffusion coefficient ``g(t) = sqrt(g2(t))`` of the forward SDE."""
         return torch.sqrt(self.g2(t).clamp_min(0.0))
 
-    def sigma_tilde(self, t) -> torch.Tensor:
+    def sigma_tilde(self, t: float | torch.Tensor) -> torch.Tensor:
         """``sigma / alpha = exp(-lambda)``: the noise level of the scaled state ``x / alpha``, i.e. the
         ``sigma`` of the equivalent variance-exploding process (Karras et al. 2022, eq. 4)."""
         return torch.exp(-self.log_snr(t))
@@ -178,32 +178,32 @@ class _VariancePreserving(Schedule):
 
     is_variance_preserving = True
 
-    def t_of_log_alpha(self, log_alpha) -> torch.Tensor:
+    def t_of_log_alpha(self, log_alpha: float | torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def log_sigma(self, t) -> torch.Tensor:
+    def log_sigma(self, t: float | torch.Tensor) -> torch.Tensor:
         return 0.5 * torch.log(-torch.expm1(2.0 * self.log_alpha(t)))
 
-    def d_alpha(self, t) -> torch.Tensor:
+    def d_alpha(self, t: float | torch.Tensor) -> torch.Tensor:
         return self.alpha(t) * self.f(t)
 
-    def d_sigma(self, t) -> torch.Tensor:
+    def d_sigma(self, t: float | torch.Tensor) -> torch.Tensor:
         # sigma sigma' = -alpha alpha' = -alpha^2 f
         a2 = torch.exp(2.0 * self.log_alpha(t))
         return -a2 * self.f(t) / self.sigma(t)
 
-    def g2(self, t) -> torch.Tensor:
+    def g2(self, t: float | torch.Tensor) -> torch.Tensor:
         return -2.0 * self.f(t)
 
-    def d_log_snr(self, t) -> torch.Tensor:
+    def d_log_snr(self, t: float | torch.Tensor) -> torch.Tensor:
         # abs: sigma^2 = +0.0 where log alpha rounds to +0.0 (t = 0), so lambda' = -inf, not +inf
         return self.f(t) / (-torch.expm1(2.0 * self.log_alpha(t))).abs()
 
-    def beta(self, t) -> torch.Tensor:
+    def beta(self, t: float | torch.Tensor) -> torch.Tensor:
         """``beta(t) = g(t)^2 = -2 f(t)``."""
         return -2.0 * self.f(t)
 
-    def t_of_log_snr(self, lam) -> torch.Tensor:
+    def t_of_log_snr(self, lam: float | torch.Tensor) -> torch.Tensor:
         # alpha^2 = sigmoid(2 lambda)  =>  log alpha = -softplus(-2 lambda) / 2
         lam = as_time(lam, "lam")
         return self.t_of_log_alpha(-0.5 * F.softplus(-2.0 * lam))
@@ -213,11 +213,11 @@ class _VariancePreserving(Schedule):
         return 1.0
 
 
-def _linear_beta_integral(t, b0: float, b1: float) -> torch.Tensor:
+def _linear_beta_integral(t: torch.Tensor, b0: float, b1: float) -> torch.Tensor:
     return b0 * t + 0.5 * (b1 - b0) * t * t
 
 
-def _t_of_linear_beta_integral(B, b0: float, b1: float) -> torch.Tensor:
+def _t_of_linear_beta_integral(B: torch.Tensor, b0: float, b1: float) -> torch.Tensor:
     # Solve 0.5 (b1 - b0) t^2 + b0 t = B for t >= 0, in the form without cancellation.
     return 2.0 * B / (b0 + torch.sqrt(b0 * b0 + 2.0 * (b1 - b0) * B))
 
@@ -251,25 +251,25 @@ class VP(_VariancePreserving):
         self.beta_min, self.beta_max = _check_betas(beta_min, beta_max)
         self._set_interval(t_min, t_max, lo=0.0)
 
-    def log_alpha(self, t) -> torch.Tensor:
+    def log_alpha(self, t: float | torch.Tensor) -> torch.Tensor:
         return -0.5 * _linear_beta_integral(as_time(t), self.beta_min, self.beta_max)
 
-    def log_sigma(self, t) -> torch.Tensor:
+    def log_sigma(self, t: float | torch.Tensor) -> torch.Tensor:
         return 0.5 * torch.log(-torch.expm1(-_linear_beta_integral(as_time(t), self.beta_min, self.beta_max)))
 
-    def f(self, t) -> torch.Tensor:
+    def f(self, t: float | torch.Tensor) -> torch.Tensor:
         t = as_time(t)
         return -0.5 * (self.beta_min + (self.beta_max - self.beta_min) * t)
 
-    def log_snr(self, t) -> torch.Tensor:
+    def log_snr(self, t: float | torch.Tensor) -> torch.Tensor:
         # lambda = -log(e^B - 1) / 2
         B = _linear_beta_integral(as_time(t), self.beta_min, self.beta_max)
         return -0.5 * torch.log(torch.expm1(B))
 
-    def t_of_log_alpha(self, log_alpha) -> torch.Tensor:
+    def t_of_log_alpha(self, log_alpha: float | torch.Tensor) -> torch.Tensor:
         return _t_of_linear_beta_integral(-2.0 * as_time(log_alpha), self.beta_min, self.beta_max)
 
-    def t_of_log_snr(self, lam) -> torch.Tensor:
+    def t_of_log_snr(self, lam: float | torch.Tensor) -> torch.Tensor:
         B = F.softplus(-2.0 * as_time(lam, "lam"))
         return _t_of_linear_beta_integral(B, self.beta_min, self.beta_max)
 
@@ -302,10 +302,10 @@ class CosineVP(_VariancePreserving):
             t_max = math.atan(999.0 * (1.0 + self.s) / math.pi) * 2.0 * (1.0 + self.s) / math.pi - self.s
         self._set_interval(t_min, t_max, lo=0.0, hi=1.0)
 
-    def _theta(self, t) -> torch.Tensor:
+    def _theta(self, t: float | torch.Tensor) -> torch.Tensor:
         return (as_time(t) + self.s) / (1.0 + self.s) * (math.pi / 2.0)
 
-    def log_alpha(self, t) -> torch.Tensor:
+    def log_alpha(self, t: float | torch.Tensor) -> torch.Tensor:
         # Two forms without cancellation, each on its half of [0, 1] (the inputs are clamped so that the
         # unused branch stays finite, for values and gradients):
         # * t <= 1/2: alpha = cos(theta0 + d) / cos(theta0) = 1 - 2 sin^2(d/2) - tan(theta0) sin(d), with
@@ -320,10 +320,10 @@ class CosineVP(_VariancePreserving):
         near_one = torch.log(torch.sin((1.0 - t.clamp(min=0.5)) * scale)) - self._log_cos0
         return torch.where(t <= 0.5, near_zero, near_one)
 
-    def f(self, t) -> torch.Tensor:
+    def f(self, t: float | torch.Tensor) -> torch.Tensor:
         return -math.pi / (2.0 * (1.0 + self.s)) * torch.tan(self._theta(t))
 
-    def t_of_log_alpha(self, log_alpha) -> torch.Tensor:
+    def t_of_log_alpha(self, log_alpha: float | torch.Tensor) -> torch.Tensor:
         theta = torch.arccos(torch.exp(as_time(log_alpha) + self._log_cos0))
         # clamped to [0, 1]: arccos near cos(theta0) rounds to times a few 1e-16 outside the interval
         return (theta * 2.0 * (1.0 + self.s) / math.pi - self.s).clamp(0.0, 1.0)
@@ -407,16 +407,16 @@ class DiscreteVP(_VariancePreserving):
         betas = torch.linspace(beta_start, beta_end, num, dtype=torch.float64)
         return cls.from_betas(betas, t_min=t_min, t_max=t_max)
 
-    def log_alpha(self, t) -> torch.Tensor:
+    def log_alpha(self, t: float | torch.Tensor) -> torch.Tensor:
         return _interp(as_time(t), self._t, self._log_alpha)[0]
 
-    def f(self, t) -> torch.Tensor:
+    def f(self, t: float | torch.Tensor) -> torch.Tensor:
         return _interp(as_time(t), self._t, self._log_alpha)[1]
 
-    def t_of_log_alpha(self, log_alpha) -> torch.Tensor:
+    def t_of_log_alpha(self, log_alpha: float | torch.Tensor) -> torch.Tensor:
         return _interp(as_time(log_alpha), self._log_alpha.flip(0), self._t.flip(0))[0]
 
-    def timestep(self, t) -> torch.Tensor:
+    def timestep(self, t: float | torch.Tensor) -> torch.Tensor:
         """The (continuous) step index ``N t - 1`` in ``[0, N - 1]`` that a discrete-time network expects."""
         return as_time(t) * self.num_steps - 1.0
 
@@ -445,36 +445,36 @@ class SubVP(Schedule):
         self.beta_min, self.beta_max = _check_betas(beta_min, beta_max)
         self._set_interval(t_min, t_max, lo=0.0)
 
-    def _B(self, t) -> torch.Tensor:
+    def _B(self, t: float | torch.Tensor) -> torch.Tensor:
         return _linear_beta_integral(as_time(t), self.beta_min, self.beta_max)
 
-    def beta(self, t) -> torch.Tensor:
+    def beta(self, t: float | torch.Tensor) -> torch.Tensor:
         return self.beta_min + (self.beta_max - self.beta_min) * as_time(t)
 
-    def log_alpha(self, t) -> torch.Tensor:
+    def log_alpha(self, t: float | torch.Tensor) -> torch.Tensor:
         return -0.5 * self._B(t)
 
-    def log_sigma(self, t) -> torch.Tensor:
+    def log_sigma(self, t: float | torch.Tensor) -> torch.Tensor:
         return torch.log(-torch.expm1(-self._B(t)))
 
-    def d_alpha(self, t) -> torch.Tensor:
+    def d_alpha(self, t: float | torch.Tensor) -> torch.Tensor:
         return -0.5 * self.beta(t) * self.alpha(t)
 
-    def d_sigma(self, t) -> torch.Tensor:
+    def d_sigma(self, t: float | torch.Tensor) -> torch.Tensor:
         return self.beta(t) * torch.exp(-self._B(t))
 
-    def f(self, t) -> torch.Tensor:
+    def f(self, t: float | torch.Tensor) -> torch.Tensor:
         return -0.5 * self.beta(t)
 
-    def g2(self, t) -> torch.Tensor:
+    def g2(self, t: float | torch.Tensor) -> torch.Tensor:
         return -self.beta(t) * torch.expm1(-2.0 * self._B(t))
 
-    def d_log_snr(self, t) -> torch.Tensor:
+    def d_log_snr(self, t: float | torch.Tensor) -> torch.Tensor:
         # -beta (1 + e^{-B}) / (2 (1 - e^{-B}))
         e = torch.exp(-self._B(t))
         return -0.5 * self.beta(t) * (1.0 + e) / (-torch.expm1(-self._B(t)))
 
-    def t_of_log_snr(self, lam) -> torch.Tensor:
+    def t_of_log_snr(self, lam: float | torch.Tensor) -> torch.Tensor:
         lam = as_time(lam, "lam")
         # log u = log 2 + lam - log(1 + sqrt(1 + 4 e^{2 lam}))         (lam <= 0)
         #       = log 2 - log(e^{-lam} + sqrt(e^{-2 lam} + 4))           (lam > 0)
@@ -516,31 +516,31 @@ class VE(Schedule):
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
         self._set_interval(t_min, t_max)
 
-    def log_alpha(self, t) -> torch.Tensor:
+    def log_alpha(self, t: float | torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(as_time(t))
 
-    def alpha(self, t) -> torch.Tensor:
+    def alpha(self, t: float | torch.Tensor) -> torch.Tensor:
         return torch.ones_like(as_time(t))
 
-    def log_sigma(self, t) -> torch.Tensor:
+    def log_sigma(self, t: float | torch.Tensor) -> torch.Tensor:
         return math.log(self.sigma_min) + as_time(t) * self._log_ratio
 
-    def d_alpha(self, t) -> torch.Tensor:
+    def d_alpha(self, t: float | torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(as_time(t))
 
-    def d_sigma(self, t) -> torch.Tensor:
+    def d_sigma(self, t: float | torch.Tensor) -> torch.Tensor:
         return self.sigma(t) * self._log_ratio
 
-    def f(self, t) -> torch.Tensor:
+    def f(self, t: float | torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(as_time(t))
 
-    def g2(self, t) -> torch.Tensor:
+    def g2(self, t: float | torch.Tensor) -> torch.Tensor:
         return 2.0 * self._log_ratio * torch.exp(2.0 * self.log_sigma(t))
 
-    def d_log_snr(self, t) -> torch.Tensor:
+    def d_log_snr(self, t: float | torch.Tensor) -> torch.Tensor:
         return torch.full_like(as_time(t), -self._log_ratio)
 
-    def t_of_log_snr(self, lam) -> torch.Tensor:
+    def t_of_log_snr(self, lam: float | torch.Tensor) -> torch.Tensor:
         return (-as_time(lam, "lam") - math.log(self.sigma_min)) / self._log_ratio
 
     def __repr__(self) -> str:
@@ -568,34 +568,34 @@ class EDM(Schedule):
                              f"sigma_max={sigma_max}")
         self._set_interval(self.sigma_min, self.sigma_max, lo=0.0)
 
-    def log_alpha(self, t) -> torch.Tensor:
+    def log_alpha(self, t: float | torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(as_time(t))
 
-    def alpha(self, t) -> torch.Tensor:
+    def alpha(self, t: float | torch.Tensor) -> torch.Tensor:
         return torch.ones_like(as_time(t))
 
-    def log_sigma(self, t) -> torch.Tensor:
+    def log_sigma(self, t: float | torch.Tensor) -> torch.Tensor:
         return torch.log(as_time(t))
 
-    def sigma(self, t) -> torch.Tensor:
+    def sigma(self, t: float | torch.Tensor) -> torch.Tensor:
         return as_time(t).clone()
 
-    def d_alpha(self, t) -> torch.Tensor:
+    def d_alpha(self, t: float | torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(as_time(t))
 
-    def d_sigma(self, t) -> torch.Tensor:
+    def d_sigma(self, t: float | torch.Tensor) -> torch.Tensor:
         return torch.ones_like(as_time(t))
 
-    def f(self, t) -> torch.Tensor:
+    def f(self, t: float | torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(as_time(t))
 
-    def g2(self, t) -> torch.Tensor:
+    def g2(self, t: float | torch.Tensor) -> torch.Tensor:
         return 2.0 * as_time(t)
 
-    def d_log_snr(self, t) -> torch.Tensor:
+    def d_log_snr(self, t: float | torch.Tensor) -> torch.Tensor:
         return -1.0 / as_time(t)
 
-    def t_of_log_snr(self, lam) -> torch.Tensor:
+    def t_of_log_snr(self, lam: float | torch.Tensor) -> torch.Tensor:
         return torch.exp(-as_time(lam, "lam"))
 
     def default_grid(self) -> tuple[str, dict]:
@@ -624,36 +624,36 @@ class LinearFlow(Schedule):
     def __init__(self, *, t_min: float = 1e-3, t_max: float = 1.0) -> None:
         self._set_interval(t_min, t_max, lo=0.0, hi=1.0)
 
-    def alpha(self, t) -> torch.Tensor:
+    def alpha(self, t: float | torch.Tensor) -> torch.Tensor:
         return 1.0 - as_time(t)
 
-    def sigma(self, t) -> torch.Tensor:
+    def sigma(self, t: float | torch.Tensor) -> torch.Tensor:
         return as_time(t).clone()
 
-    def log_alpha(self, t) -> torch.Tensor:
+    def log_alpha(self, t: float | torch.Tensor) -> torch.Tensor:
         return torch.log1p(-as_time(t))
 
-    def log_sigma(self, t) -> torch.Tensor:
+    def log_sigma(self, t: float | torch.Tensor) -> torch.Tensor:
         return torch.log(as_time(t))
 
-    def d_alpha(self, t) -> torch.Tensor:
+    def d_alpha(self, t: float | torch.Tensor) -> torch.Tensor:
         return torch.full_like(as_time(t), -1.0)
 
-    def d_sigma(self, t) -> torch.Tensor:
+    def d_sigma(self, t: float | torch.Tensor) -> torch.Tensor:
         return torch.ones_like(as_time(t))
 
-    def f(self, t) -> torch.Tensor:
+    def f(self, t: float | torch.Tensor) -> torch.Tensor:
         return -1.0 / (1.0 - as_time(t))
 
-    def g2(self, t) -> torch.Tensor:
+    def g2(self, t: float | torch.Tensor) -> torch.Tensor:
         t = as_time(t)
         return 2.0 * t / (1.0 - t)
 
-    def d_log_snr(self, t) -> torch.Tensor:
+    def d_log_snr(self, t: float | torch.Tensor) -> torch.Tensor:
         t = as_time(t)
         return -1.0 / (t * (1.0 - t))
 
-    def t_of_log_snr(self, lam) -> torch.Tensor:
+    def t_of_log_snr(self, lam: float | torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(-as_time(lam, "lam"))
 
     @property

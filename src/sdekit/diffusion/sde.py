@@ -13,6 +13,9 @@ flow-matching velocity ``u = alpha' D + sigma' (x - alpha D) / sigma``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 from ._utils import broadcast_like
@@ -42,10 +45,10 @@ class ForwardSDE:
     def __init__(self, schedule: Schedule) -> None:
         self.schedule = _check_schedule(schedule)
 
-    def f(self, t, y: torch.Tensor) -> torch.Tensor:
+    def f(self, t: float | torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return broadcast_like(self.schedule.f(t), y) * y
 
-    def g(self, t, y: torch.Tensor) -> torch.Tensor:
+    def g(self, t: float | torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return broadcast_like(self.schedule.g(t), y).expand_as(y)
 
 
@@ -63,19 +66,19 @@ class ReverseSDE:
     noise_type = "diagonal"
     sde_type = "ito"
 
-    def __init__(self, denoiser, schedule: Schedule) -> None:
+    def __init__(self, denoiser: Callable[[torch.Tensor, Any], torch.Tensor], schedule: Schedule) -> None:
         if not callable(denoiser):
             raise TypeError(f"denoiser must be a callable D(x, t), got {type(denoiser).__name__}")
         self.denoiser = denoiser
         self.schedule = _check_schedule(schedule)
 
-    def f(self, t, y: torch.Tensor) -> torch.Tensor:
+    def f(self, t: float | torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         s = self.schedule
         d = self.denoiser(y, t)
         score = (broadcast_like(s.alpha(t), y) * d - y) / broadcast_like(s.sigma(t) ** 2, y)
         return broadcast_like(s.f(t), y) * y - broadcast_like(s.g2(t), y) * score
 
-    def g(self, t, y: torch.Tensor) -> torch.Tensor:
+    def g(self, t: float | torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return broadcast_like(self.schedule.g(t), y).expand_as(y)
 
 
@@ -95,13 +98,13 @@ class ProbabilityFlowODE:
         schedule: the :class:`~sdekit.diffusion.Schedule`.
     """
 
-    def __init__(self, denoiser, schedule: Schedule) -> None:
+    def __init__(self, denoiser: Callable[[torch.Tensor, Any], torch.Tensor], schedule: Schedule) -> None:
         if not callable(denoiser):
             raise TypeError(f"denoiser must be a callable D(x, t), got {type(denoiser).__name__}")
         self.denoiser = denoiser
         self.schedule = _check_schedule(schedule)
 
-    def __call__(self, t, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, t: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         s = self.schedule
         sigma = s.sigma(t)
         rate = s.d_sigma(t) / sigma

@@ -19,16 +19,17 @@ algebra is deterministic for a fixed shape on a fixed device).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import torch
 
 from ..core.noise import mix64, standard_normal
-from .samplers import get_sampler, sample
+from .prediction import Prediction
+from .samplers import Sampler, get_sampler, sample
 from .samplers.base import substep_edges
 from .schedules import Schedule
-from .timesteps import resolve_timesteps
+from .timesteps import TimestepsLike, resolve_timesteps
 
 __all__ = ["sample_sharded", "gather_shards", "Shard", "per_sample_seeds"]
 
@@ -93,11 +94,14 @@ def _dist_info(rank, world_size) -> tuple[int, int]:
     return rank, world_size
 
 
-def sample_sharded(model, schedule: Schedule, shape, n: int, *, seed: int = 0, rank: int | None = None,
-                   world_size: int | None = None, batch_size: int = 1024, solver="ddim",
-                   steps: int | None = None, timesteps=None, prediction="eps", denoise_final: bool = False,
-                   model_kwargs: dict | Callable[[torch.Tensor], dict] | None = None, time_input=None,
-                   dtype: torch.dtype | None = None, device=None, progress: bool = False) -> Shard:
+def sample_sharded(model: Callable[..., torch.Tensor], schedule: Schedule, shape: int | Sequence[int], n: int, *,
+                   seed: int = 0, rank: int | None = None, world_size: int | None = None, batch_size: int = 1024,
+                   solver: str | Sampler = "ddim", steps: int | None = None, timesteps: TimestepsLike = None,
+                   prediction: str | Prediction = "eps", denoise_final: bool = False,
+                   model_kwargs: dict[str, Any] | Callable[[torch.Tensor], dict[str, Any]] | None = None,
+                   time_input: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                   dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                   progress: bool = False) -> Shard:
     r"""Draw this rank's share of ``n`` samples, each determined by ``(seed, index)`` alone.
 
     Arguments:

@@ -16,6 +16,8 @@ Names (``"uniform"``, ``"logsnr"``, ``"karras"``) resolve in :data:`TIME_GRIDS`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import TypeAlias
 
 import torch
 
@@ -72,7 +74,8 @@ class TimeGrid:
 class UniformTime(TimeGrid):
     """Uniform in ``t``: ``t_i = t_start + (i / N) (t_end - t_start)``."""
 
-    def times(self, schedule, steps, *, t_start=None, t_end=None):
+    def times(self, schedule: Schedule, steps: int, *, t_start: float | None = None,
+              t_end: float | None = None) -> torch.Tensor:
         t0, t1 = self._ends(schedule, t_start, t_end)
         return torch.linspace(t0, t1, _check_steps(steps) + 1, dtype=torch.float64)
 
@@ -97,7 +100,8 @@ class UniformLogSNR(TimeGrid):
     """Uniform in the log-SNR ``lambda`` (Lu et al. 2022, DPM-Solver, "time_uniform"/"logSNR" grids):
     ``lambda_i`` equally spaced from ``lambda(t_start)`` to ``lambda(t_end)``, ``t_i = t_of_log_snr``."""
 
-    def times(self, schedule, steps, *, t_start=None, t_end=None):
+    def times(self, schedule: Schedule, steps: int, *, t_start: float | None = None,
+              t_end: float | None = None) -> torch.Tensor:
         t0, t1 = self._ends(schedule, t_start, t_end)
         lam = torch.linspace(_finite_log_snr(schedule, t0, "start"), _finite_log_snr(schedule, t1, "end"),
                              _check_steps(steps) + 1, dtype=torch.float64)
@@ -117,7 +121,8 @@ class Karras(TimeGrid):
     def __init__(self, rho: float = 7.0) -> None:
         self.rho = check_real("rho", rho, positive=True)
 
-    def times(self, schedule, steps, *, t_start=None, t_end=None):
+    def times(self, schedule: Schedule, steps: int, *, t_start: float | None = None,
+              t_end: float | None = None) -> torch.Tensor:
         t0, t1 = self._ends(schedule, t_start, t_end)
         s_max = math.exp(-_finite_log_snr(schedule, t0, "start"))
         s_min = math.exp(-_finite_log_snr(schedule, t1, "end"))
@@ -147,7 +152,8 @@ class TimeTensor(TimeGrid):
         self._eps = torch.finfo(times.dtype).eps if times.is_floating_point() else torch.finfo(torch.float64).eps
         self._times = _check_decreasing(times.detach().to("cpu", torch.float64), "timesteps")
 
-    def times(self, schedule, steps=None, *, t_start=None, t_end=None):
+    def times(self, schedule: Schedule, steps: int | None = None, *, t_start: float | None = None,
+              t_end: float | None = None) -> torch.Tensor:
         if steps is not None and steps != self._times.numel() - 1:
             raise ValueError(f"steps={steps} does not match the {self._times.numel() - 1} steps of the given "
                              "timesteps; pass steps=None")
@@ -172,10 +178,14 @@ class TimeTensor(TimeGrid):
         return f"TimeTensor({self._times.tolist()})"
 
 
+#: what ``sample``'s ``timesteps`` accepts: a grid name, a :class:`TimeGrid`, a decreasing tensor or sequence of
+#: times, or ``None`` (the schedule's default grid)
+TimestepsLike: TypeAlias = "str | TimeGrid | torch.Tensor | Sequence[float] | None"
+
 TIME_GRIDS = {"uniform": UniformTime, "logsnr": UniformLogSNR, "karras": Karras}
 
 
-def get_time_grid(timesteps) -> TimeGrid:
+def get_time_grid(timesteps: str | TimeGrid | torch.Tensor | Sequence[float]) -> TimeGrid:
     """Resolve a grid name (see :data:`TIME_GRIDS`), a tensor/sequence (:class:`TimeTensor`) or pass a
     :class:`TimeGrid` through."""
     resolved = resolve_name(timesteps, TIME_GRIDS, TimeGrid, "timesteps",
@@ -194,7 +204,7 @@ def default_timesteps(schedule: Schedule) -> TimeGrid:
     return TIME_GRIDS[name](**kwargs)
 
 
-def resolve_timesteps(timesteps, schedule: Schedule, steps: int | None) -> torch.Tensor:
+def resolve_timesteps(timesteps: TimestepsLike, schedule: Schedule, steps: int | None) -> torch.Tensor:
     """The float64 grid for ``sample``: ``timesteps`` (``None``: the schedule's default grid) with
     ``steps`` steps."""
     grid = default_timesteps(schedule) if timesteps is None else get_time_grid(timesteps)

@@ -47,7 +47,9 @@ def mmd_rbf(x: torch.Tensor, y: torch.Tensor, bandwidths: Sequence[float] | None
         hs = [float(h) for h in bandwidths]
         if not hs or any(not h > 0 for h in hs):
             raise ValueError(f"bandwidths must be positive numbers, got {list(bandwidths)}")
-    k = sum(torch.exp(-d2 / (2 * h * h)) for h in hs)
+    k = torch.exp(-d2 / (2 * hs[0] * hs[0]))
+    for h in hs[1:]:
+        k = k + torch.exp(-d2 / (2 * h * h))
     kxx, kyy, kxy = k[:n, :n], k[n:, n:], k[:n, n:]
     sxx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
     syy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))

@@ -56,7 +56,9 @@ class SinusoidalEmbedding(nn.Module):
         max_period: the slowest period.
     """
 
-    def __init__(self, dim: int, time_scale: float = 1000.0, max_period: float = 10_000.0):
+    freqs: torch.Tensor  # a buffer (register_buffer)
+
+    def __init__(self, dim: int, time_scale: float = 1000.0, max_period: float = 10_000.0) -> None:
         super().__init__()
         dim = _positive_int("dim", dim)
         if dim % 2:
@@ -84,7 +86,9 @@ class FourierEmbedding(nn.Module):
         scale: standard deviation of the frequencies.
     """
 
-    def __init__(self, dim: int, scale: float = 16.0):
+    freqs: torch.Tensor  # a buffer (register_buffer)
+
+    def __init__(self, dim: int, scale: float = 16.0) -> None:
         super().__init__()
         dim = _positive_int("dim", dim)
         if dim % 2:

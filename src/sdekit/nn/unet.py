@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -196,7 +197,7 @@ class UNet(nn.Module):
         h = self.stem(x)
         skips = [h]
         for level, blocks in enumerate(self.down):
-            for block in blocks:
+            for block in cast(nn.ModuleList, blocks):
                 h = block(h, emb)
                 skips.append(h)
             if level < len(self.downsample):
@@ -204,7 +205,7 @@ class UNet(nn.Module):
                 skips.append(h)
         h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
         for i, blocks in enumerate(self.up):
-            for block in blocks:
+            for block in cast(nn.ModuleList, blocks):
                 h = block(torch.cat([h, skips.pop()], dim=1), emb)
             if i < len(self.upsample):
                 h = self.upsample[i](nn.functional.interpolate(h, scale_factor=2.0, mode="nearest"))

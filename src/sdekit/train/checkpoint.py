@@ -280,10 +280,15 @@ def load_checkpoint(directory: str | os.PathLike) -> Checkpoint:
                 f"{list(t.shape)}, the manifest records {spec}"
             )
     state = _decode(doc["state"], tensors)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"corrupt checkpoint {json_path}: its state is a {type(state).__name__}, not a dict")
     return Checkpoint(json_path.parent, doc["step"], state, doc["metadata"])
 
 
-def _check_state_dict(where, name: str, saved, expected: dict[str, torch.Tensor]) -> None:
+def _check_state_dict(where: object, name: str, saved: object,
+                      expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``saved`` once it is checked to hold a tensor of the expected shape under each of ``expected``'s keys,
+    and nothing else; a CheckpointError naming ``where`` otherwise."""
     if not isinstance(saved, dict):
         raise CheckpointError(f"corrupt checkpoint {where}: {name} state is not a mapping")
     missing = [k for k in expected if k not in saved]
@@ -303,6 +308,7 @@ def _check_state_dict(where, name: str, saved, expected: dict[str, torch.Tensor]
                 f"checkpoint {where} does not fit the model: {name} tensor {k!r} has shape {got}, "
                 f"the model expects {tuple(v.shape)}"
             )
+    return saved
 
 
 def load_weights(model: torch.nn.Module, directory: str | os.PathLike, *, which: str = "ema") -> int:
@@ -329,6 +335,5 @@ def load_weights(model: torch.nn.Module, directory: str | os.PathLike, *, which:
         weights = state["ema"].get("model")
     else:
         weights = state.get("model")
-    _check_state_dict(ckpt.directory, which, weights, model.state_dict())
-    model.load_state_dict(weights)
+    model.load_state_dict(_check_state_dict(ckpt.directory, which, weights, model.state_dict()))
     return ckpt.step

@@ -267,16 +267,21 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        total = None
+        total: torch.Tensor | None = None
         acc = c.accumulation_steps
         for micro in range(acc):
             shard = self.ctx.rank * acc + micro
             sync = micro == acc - 1 or not self.ctx.distributed
-            ctx = contextlib.nullcontext() if sync else self.model.no_sync()
+            model = self.model
+            if not sync and isinstance(model, nn.parallel.DistributedDataParallel):
+                ctx = model.no_sync()
+            else:
+                ctx = contextlib.nullcontext()
             with ctx, self._own_rng():
                 loss = self._shard_loss(step, shard)
                 loss.backward()
             total = loss.detach() if total is None else total + loss.detach()
+        assert total is not None  # accumulation_steps >= 1 (checked by TrainConfig)
         if acc > 1:
             for p in self.module.parameters():
                 if p.grad is not None:

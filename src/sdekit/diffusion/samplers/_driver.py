@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, overload
+
 import torch
 
 from ...core.brownian import BrownianGrid
 from ...core.integrate import fixed_loop
 from .._utils import check_tensor
-from ..prediction import as_denoiser
+from ..prediction import Denoiser, Prediction, as_denoiser
 from ..schedules import Schedule
-from ..timesteps import resolve_timesteps
-from .base import SampleInfo, SamplerContext, substep_edges
+from ..timesteps import TimestepsLike, resolve_timesteps
+from .base import BrownianSource, SampleInfo, Sampler, SamplerContext, substep_edges
 from .registry import get_sampler
+
+if TYPE_CHECKING:
+    from ...core import AdjointStrategy
 
 __all__ = ["sample"]
 
@@ -19,16 +25,17 @@ __all__ = ["sample"]
 class _Counted:
     """Counts calls of a denoiser (each is one model evaluation)."""
 
-    def __init__(self, denoiser) -> None:
+    def __init__(self, denoiser: Denoiser) -> None:
         self.denoiser = denoiser
         self.calls = 0
 
-    def __call__(self, x, t):
+    def __call__(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         self.calls += 1
         return self.denoiser(x, t)
 
 
-def _noise_source(bm, generator, times: torch.Tensor, x: torch.Tensor, substeps: int = 1):
+def _noise_source(bm: BrownianSource | None, generator: torch.Generator | None, times: torch.Tensor,
+                  x: torch.Tensor, substeps: int = 1):
     if bm is None:
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
@@ -49,7 +56,7 @@ def _noise_source(bm, generator, times: torch.Tensor, x: torch.Tensor, substeps:
                         f"{type(bm).__name__}")
     checked = []
 
-    def noise(k, t0, t1):
+    def noise(k: int, t0: float, t1: float) -> torch.Tensor:
         dw = bm(t0, t1)
         if not checked:
             if not isinstance(dw, torch.Tensor) or dw.shape != x.shape:
@@ -62,11 +69,52 @@ def _noise_source(bm, generator, times: torch.Tensor, x: torch.Tensor, substeps:
     return noise
 
 
-def sample(model, schedule: Schedule, x_T: torch.Tensor, *, solver="dpm++2m", steps: int | None = None,
-           timesteps=None, prediction="eps", denoise_final: bool = False,
-           generator: torch.Generator | None = None, bm=None, progress: bool = False,
-           model_kwargs: dict | None = None, time_input=None, return_info: bool = False,
-           return_trajectory: bool = False, adjoint=None):
+@overload
+def sample(model: Callable[..., torch.Tensor], schedule: Schedule, x_T: torch.Tensor, *,
+           solver: str | Sampler = ..., steps: int | None = ..., timesteps: TimestepsLike = ...,
+           prediction: str | Prediction = ..., denoise_final: bool = ..., generator: torch.Generator | None = ...,
+           bm: BrownianSource | None = ..., progress: bool = ..., model_kwargs: dict[str, Any] | None = ...,
+           time_input: Callable[[torch.Tensor], torch.Tensor] | None = ..., return_info: Literal[False] = ...,
+           return_trajectory: Literal[False] = ..., adjoint: AdjointStrategy | None = ...) -> torch.Tensor: ...
+
+
+@overload
+def sample(model: Callable[..., torch.Tensor], schedule: Schedule, x_T: torch.Tensor, *,
+           solver: str | Sampler = ..., steps: int | None = ..., timesteps: TimestepsLike = ...,
+           prediction: str | Prediction = ..., denoise_final: bool = ..., generator: torch.Generator | None = ...,
+           bm: BrownianSource | None = ..., progress: bool = ..., model_kwargs: dict[str, Any] | None = ...,
+           time_input: Callable[[torch.Tensor], torch.Tensor] | None = ..., return_info: Literal[True],
+           return_trajectory: bool = ...,
+           adjoint: AdjointStrategy | None = ...) -> tuple[torch.Tensor, SampleInfo]: ...
+
+
+@overload
+def sample(model: Callable[..., torch.Tensor], schedule: Schedule, x_T: torch.Tensor, *,
+           solver: str | Sampler = ..., steps: int | None = ..., timesteps: TimestepsLike = ...,
+           prediction: str | Prediction = ..., denoise_final: bool = ..., generator: torch.Generator | None = ...,
+           bm: BrownianSource | None = ..., progress: bool = ..., model_kwargs: dict[str, Any] | None = ...,
+           time_input: Callable[[torch.Tensor], torch.Tensor] | None = ..., return_info: bool = ...,
+           return_trajectory: Literal[True],
+           adjoint: AdjointStrategy | None = ...) -> tuple[torch.Tensor, SampleInfo]: ...
+
+
+@overload
+def sample(model: Callable[..., torch.Tensor], schedule: Schedule, x_T: torch.Tensor, *,
+           solver: str | Sampler = ..., steps: int | None = ..., timesteps: TimestepsLike = ...,
+           prediction: str | Prediction = ..., denoise_final: bool = ..., generator: torch.Generator | None = ...,
+           bm: BrownianSource | None = ..., progress: bool = ..., model_kwargs: dict[str, Any] | None = ...,
+           time_input: Callable[[torch.Tensor], torch.Tensor] | None = ..., return_info: bool = ...,
+           return_trajectory: bool = ..., adjoint: AdjointStrategy | None = ...
+           ) -> torch.Tensor | tuple[torch.Tensor, SampleInfo]: ...
+
+
+def sample(model: Callable[..., torch.Tensor], schedule: Schedule, x_T: torch.Tensor, *,
+           solver: str | Sampler = "dpm++2m", steps: int | None = None, timesteps: TimestepsLike = None,
+           prediction: str | Prediction = "eps", denoise_final: bool = False,
+           generator: torch.Generator | None = None, bm: BrownianSource | None = None, progress: bool = False,
+           model_kwargs: dict[str, Any] | None = None, time_input: Callable[[torch.Tensor], torch.Tensor] | None = None,
+           return_info: bool = False, return_trajectory: bool = False,
+           adjoint: AdjointStrategy | None = None) -> torch.Tensor | tuple[torch.Tensor, SampleInfo]:
     r"""Run a sampler from ``x_T`` at the first grid time down to the last one.
 
     Arguments:

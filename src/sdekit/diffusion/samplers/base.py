@@ -25,13 +25,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 
 from ..schedules import Schedule
 
-__all__ = ["Sampler", "SamplerContext", "SampleInfo", "schedule_point", "substep_edges"]
+__all__ = ["BrownianSource", "Sampler", "SamplerContext", "SampleInfo", "schedule_point", "substep_edges"]
+
+#: a Brownian source ``bm(ta, tb) -> W(tb) - W(ta)`` (e.g. :class:`sdekit.BrownianPath`)
+BrownianSource: TypeAlias = Callable[[float, float], torch.Tensor]
 
 
 def substep_edges(t0: float, t1: float, m: int) -> list[float]:
@@ -52,14 +55,21 @@ class SamplerContext:
             (shape of ``x``, variance ``|t1 - t0|``); ``None`` for deterministic samplers.
     """
 
-    denoiser: Callable
+    denoiser: Callable[[torch.Tensor, float], torch.Tensor]
     schedule: Schedule
-    times: list
-    noise: Callable | None = None
+    times: list[float]
+    noise: Callable[[int, float, float], torch.Tensor] | None = None
+
+    def increment(self, k: int, t0: float, t1: float) -> torch.Tensor:
+        """The Brownian increment ``W(t1) - W(t0)`` for step ``k``, ``noise(k, t0, t1)``."""
+        if self.noise is None:
+            raise RuntimeError("this SamplerContext has no noise source (noise=None): only a sampler that declares "
+                               "stochastic=True gets one")
+        return self.noise(k, t0, t1)
 
     def normal(self, k: int, t0: float, t1: float) -> torch.Tensor:
         """A standard normal draw for step ``k``: the Brownian increment divided by ``sqrt|t1 - t0|``."""
-        return self.noise(k, t0, t1) / math.sqrt(abs(t1 - t0))
+        return self.increment(k, t0, t1) / math.sqrt(abs(t1 - t0))
 
 
 @dataclass

@@ -3,9 +3,12 @@ r"""DDIM (Song, Meng & Ermon 2021, "Denoising diffusion implicit models", eq. 12
 from __future__ import annotations
 
 import math
+from typing import Any
+
+import torch
 
 from .._utils import check_real
-from .base import Sampler, schedule_point
+from .base import Sampler, SamplerContext, schedule_point
 
 
 class DDIM(Sampler):
@@ -76,7 +79,8 @@ class DDIM(Sampler):
                 x = b_x * x1 + b_d * d1
         dims = tuple(range(1, x1.dim()))
         w = 1.0 / c_x
-        x_prev = f_prev = None
+        x_prev: torch.Tensor | None = None
+        f_prev: torch.Tensor | None = None
         for _ in range(max_iter):
             f = c_x * x + c_d * ctx.denoiser(x, t0) - x1
             residual = float(f.abs().max()) / c_x
@@ -84,7 +88,7 @@ class DDIM(Sampler):
                 return None
             if residual <= tol:
                 return x, state1
-            if x_prev is not None:
+            if x_prev is not None and f_prev is not None:
                 s, y = x - x_prev, f - f_prev
                 ss = (s * s).sum(dims, keepdim=True) if dims else s * s
                 sy = (s * y).sum(dims, keepdim=True) if dims else s * y
@@ -94,7 +98,8 @@ class DDIM(Sampler):
             x = x - w * f
         return None
 
-    def step(self, ctx, k, t0, t1, x, state):
+    def step(self, ctx: SamplerContext, k: int, t0: float, t1: float, x: torch.Tensor,
+             state: Any) -> tuple[torch.Tensor, Any]:
         p0, p1 = schedule_point(ctx.schedule, t0), schedule_point(ctx.schedule, t1)
         d = ctx.denoiser(x, t0)
         c_x, c_d, c_z = self.coefficients(p0, p1)

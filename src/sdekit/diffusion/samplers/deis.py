@@ -4,6 +4,7 @@ models with exponential integrator", ICLR; the tAB method of its section 4)."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from ._multistep import (
     step_order,
     step_points,
 )
-from .base import Sampler
+from .base import Sampler, SamplerContext
 
 __all__ = ["DEIS"]
 
@@ -93,7 +94,8 @@ class DEIS(Sampler):
             out.append(float(0.5 * h * np.dot(w, np.exp(c * u) * lj)))
         return out
 
-    def step(self, ctx, k, t0, t1, x, state):
+    def step(self, ctx: SamplerContext, k: int, t0: float, t1: float, x: torch.Tensor,
+             state: Any) -> tuple[torch.Tensor, Any]:
         p0, p1, h = step_points(ctx, t0, t1)
         d0 = ctx.denoiser(x, t0)
         finite = math.isfinite(h)

@@ -5,6 +5,9 @@ prediction, and the SDE variant SDE-DPM-Solver++(2M)."""
 from __future__ import annotations
 
 import math
+from typing import Any
+
+import torch
 
 from .._utils import check_real
 from ._multistep import (
@@ -18,7 +21,7 @@ from ._multistep import (
     step_order,
     step_points,
 )
-from .base import Sampler
+from .base import Sampler, SamplerContext
 
 __all__ = ["DPMSolverPP", "SDEDPMSolverPP"]
 
@@ -78,7 +81,8 @@ class DPMSolverPP(Sampler):
         self.lower_order_final = check_bool("lower_order_final", lower_order_final)
         self.name = {1: "dpm++1", 2: "dpm++2m", 3: "dpm++3m"}[self.formula_order]
 
-    def step(self, ctx, k, t0, t1, x, state):
+    def step(self, ctx: SamplerContext, k: int, t0: float, t1: float, x: torch.Tensor,
+             state: Any) -> tuple[torch.Tensor, Any]:
         p0, p1, h = step_points(ctx, t0, t1)
         d0 = ctx.denoiser(x, t0)
         finite = math.isfinite(h)
@@ -102,7 +106,7 @@ class DPMSolverPP(Sampler):
             x1 = lin * x + (a * phi(1, -h)) * d0 + (a * phi(2, -h)) * d1 + (2.0 * a * phi(3, -h)) * d2
         return x1, push(state, HistoryEntry(t0, p0.log_snr, d0), self.formula_order - 1)
 
-    def init(self, ctx, x):
+    def init(self, ctx: SamplerContext, x: torch.Tensor) -> Any:
         return ()
 
     def __repr__(self) -> str:
@@ -155,7 +159,8 @@ class SDEDPMSolverPP(Sampler):
         """``eta``: SDE-DPM-Solver++ discretises the reverse-time equation with ``tau^2 = eta``."""
         return self.eta
 
-    def step(self, ctx, k, t0, t1, x, state):
+    def step(self, ctx: SamplerContext, k: int, t0: float, t1: float, x: torch.Tensor,
+             state: Any) -> tuple[torch.Tensor, Any]:
         p0, p1, h = step_points(ctx, t0, t1)
         d0 = ctx.denoiser(x, t0)
         finite = math.isfinite(h)

@@ -4,12 +4,13 @@ of diffusion-based generative models", NeurIPS, Algorithm 2)."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from .._utils import check_real
 from ..sde import ProbabilityFlowODE
-from .base import Sampler, schedule_point
+from .base import Sampler, SamplerContext, schedule_point
 
 __all__ = ["EDMHeun"]
 
@@ -64,7 +65,8 @@ class EDMHeun(Sampler):
     def nfe(self, steps: int) -> int:
         return 2 * steps - 1
 
-    def step(self, ctx, k, t0, t1, x, state):
+    def step(self, ctx: SamplerContext, k: int, t0: float, t1: float, x: torch.Tensor,
+             state: Any) -> tuple[torch.Tensor, Any]:
         sch = ctx.schedule
         last = k == len(ctx.times) - 2
         p0, p1 = schedule_point(sch, t0), schedule_point(sch, t1)

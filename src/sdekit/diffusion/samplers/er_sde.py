@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
+
+import torch
 
 from ._multistep import HistoryEntry, check_order, push, step_points
-from .base import Sampler
+from .base import Sampler, SamplerContext
 
 __all__ = ["ERSDE", "NoiseScale", "NOISE_SCALES"]
 
@@ -170,7 +173,8 @@ class ERSDE(Sampler):
         self.stochastic = not isinstance(self.noise_scale, _ODE)
         self.order = 1.0 if self.stochastic else float(self.order_k)
 
-    def step(self, ctx, k, t0, t1, x, state):
+    def step(self, ctx: SamplerContext, k: int, t0: float, t1: float, x: torch.Tensor,
+             state: Any) -> tuple[torch.Tensor, Any]:
         p0, p1, _ = step_points(ctx, t0, t1)
         d0 = ctx.denoiser(x, t0)
         s0, s1 = math.exp(-p0.log_snr), math.exp(-p1.log_snr)

@@ -3,7 +3,11 @@ SDEs", eq. 6 and the ``EulerMaruyamaPredictor`` of its code)."""
 
 from __future__ import annotations
 
-from .base import Sampler, schedule_point
+from typing import Any
+
+import torch
+
+from .base import Sampler, SamplerContext, schedule_point
 
 
 class EulerMaruyama(Sampler):
@@ -26,12 +30,17 @@ class EulerMaruyama(Sampler):
     """
 
     name = "euler-maruyama"
-    reverse_sde_tau2 = 1.0   # the reverse diffusion SDE
     order = 1.0
     nfe_per_step = 1
     stochastic = True
 
-    def step(self, ctx, k, t0, t1, x, state):
+    @property
+    def reverse_sde_tau2(self) -> float:
+        """1: the reverse diffusion SDE."""
+        return 1.0
+
+    def step(self, ctx: SamplerContext, k: int, t0: float, t1: float, x: torch.Tensor,
+             state: Any) -> tuple[torch.Tensor, Any]:
         s = ctx.schedule
         p0 = schedule_point(s, t0)
         d = ctx.denoiser(x, t0)
@@ -41,4 +50,4 @@ class EulerMaruyama(Sampler):
         score = (p0.alpha * d - x) / p0.sigma**2
         f0, g20 = float(s.f(t0)), float(s.g2(t0))
         drift = f0 * x - g20 * score
-        return x + drift * (t1 - t0) + (g20**0.5) * ctx.noise(k, t0, t1), state
+        return x + drift * (t1 - t0) + (g20**0.5) * ctx.increment(k, t0, t1), state

@@ -5,9 +5,12 @@ warm start), used as the strong few-step baseline of GITS (Chen et al. 2024)."""
 from __future__ import annotations
 
 import math
+from typing import Any
+
+import torch
 
 from ._multistep import HistoryEntry, check_bool, check_order, lagrange_integrals, push, step_points
-from .base import Sampler
+from .base import Sampler, SamplerContext
 
 __all__ = ["IPNDM"]
 
@@ -56,7 +59,8 @@ class IPNDM(Sampler):
         self.order = float(self.formula_order)
         self.variable_step = check_bool("variable_step", variable_step)
 
-    def step(self, ctx, k, t0, t1, x, state):
+    def step(self, ctx: SamplerContext, k: int, t0: float, t1: float, x: torch.Tensor,
+             state: Any) -> tuple[torch.Tensor, Any]:
         p0, p1, h = step_points(ctx, t0, t1)
         d0 = ctx.denoiser(x, t0)
         eps0 = (x - p0.alpha * d0) / p0.sigma

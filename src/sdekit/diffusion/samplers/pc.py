@@ -5,11 +5,12 @@ predictor and a Langevin corrector with a signal-to-noise ratio."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from .._utils import check_real
-from .base import Sampler, schedule_point, substep_edges
+from .base import Sampler, SamplerContext, schedule_point, substep_edges
 
 __all__ = ["PredictorCorrector"]
 
@@ -74,7 +75,8 @@ class PredictorCorrector(Sampler):
         self.nfe_per_step = corrector_steps + 1
         self.noise_substeps = corrector_steps + 1
 
-    def step(self, ctx, k, t0, t1, x, state):
+    def step(self, ctx: SamplerContext, k: int, t0: float, t1: float, x: torch.Tensor,
+             state: Any) -> tuple[torch.Tensor, Any]:
         p0, p1 = schedule_point(ctx.schedule, t0), schedule_point(ctx.schedule, t1)
         a = p0.alpha / p1.alpha
         g2 = max(p0.sigma**2 - (a * p1.sigma) ** 2, 0.0)

@@ -2,11 +2,15 @@ r"""The probability-flow ODE through the core ODE solvers (Song et al. 2021, eq.
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+
 from ...core.integrate import odeint
 from ...core.solvers import ode_solver
 from .._utils import check_real
 from ..sde import ProbabilityFlowODE
-from .base import Sampler, schedule_point
+from .base import Sampler, SamplerContext, schedule_point
 
 
 class PFODE(Sampler):
@@ -44,7 +48,7 @@ class PFODE(Sampler):
         tableau = getattr(self.solver, "tableau", None)
         self.nfe_per_step = None if self.solver.adaptive or tableau is None else len(tableau.b)
 
-    def init(self, ctx, x):
+    def init(self, ctx: SamplerContext, x: torch.Tensor) -> Any:
         tableau = getattr(self.solver, "tableau", None)
         at_end = self.solver.adaptive or tableau is None or any(c == 1.0 for c in tableau.c)
         t_last = ctx.times[-1]
@@ -57,7 +61,8 @@ class PFODE(Sampler):
             )
         return ()
 
-    def step(self, ctx, k, t0, t1, x, state):
+    def step(self, ctx: SamplerContext, k: int, t0: float, t1: float, x: torch.Tensor,
+             state: Any) -> tuple[torch.Tensor, Any]:
         drift = ProbabilityFlowODE(ctx.denoiser, ctx.schedule)
         if self.solver.adaptive:
             return odeint(drift, x, [t0, t1], method=self.solver, rtol=self.rtol, atol=self.atol)[-1], state

@@ -6,6 +6,9 @@ from __future__ import annotations
 import math
 import types
 from collections.abc import Callable
+from typing import Any
+
+import torch
 
 from .._utils import check_real
 from ._multistep import (
@@ -19,7 +22,7 @@ from ._multistep import (
     step_points,
     steps_left,
 )
-from .base import Sampler
+from .base import Sampler, SamplerContext
 
 __all__ = ["SASolver", "IntervalTau"]
 
@@ -135,10 +138,11 @@ class SASolver(Sampler):
         value = self.tau(math.exp(-log_snr))
         return check_real("tau(s)", value, nonnegative=True)
 
-    def init(self, ctx, x):
+    def init(self, ctx: SamplerContext, x: torch.Tensor) -> Any:
         return ((), None)
 
-    def step(self, ctx, k, t0, t1, x, state):
+    def step(self, ctx: SamplerContext, k: int, t0: float, t1: float, x: torch.Tensor,
+             state: Any) -> tuple[torch.Tensor, Any]:
         hist, pending = state
         p0, p1, h = step_points(ctx, t0, t1)
         d0 = ctx.denoiser(x, t0)

@@ -4,8 +4,10 @@ framework for fast sampling of diffusion models", NeurIPS), data-prediction form
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+import torch
 
 from ._multistep import (
     HistoryEntry,
@@ -18,7 +20,7 @@ from ._multistep import (
     step_order,
     step_points,
 )
-from .base import Sampler
+from .base import Sampler, SamplerContext
 
 __all__ = ["UniPC"]
 
@@ -66,10 +68,11 @@ class UniPC(Sampler):
         self.lower_order_final = check_bool("lower_order_final", lower_order_final)
         self.order = float(self.predictor_order + (1 if self.corrector else 0))
 
-    def init(self, ctx, x):
+    def init(self, ctx: SamplerContext, x: torch.Tensor) -> Any:
         return ((), None)
 
-    def step(self, ctx, k, t0, t1, x, state):
+    def step(self, ctx: SamplerContext, k: int, t0: float, t1: float, x: torch.Tensor,
+             state: Any) -> tuple[torch.Tensor, Any]:
         hist, pending = state
         p0, p1, h = step_points(ctx, t0, t1)
         d0 = ctx.denoiser(x, t0)
