@@ -2,13 +2,16 @@
 pathwise gradients of geometric Brownian motion against the closed form, reversible-Heun path
 reconstruction, and the boundary errors."""
 
+import math
+
 import pytest
 import torch
 
 import sdekit
 from sdekit import Backprop, BrownianPath, Checkpointed, ContinuousAdjoint, ReversibleAdjoint
-from sdekit.core.adjoint import _ReversibleAdjointFn, _ReversibleSpec, _sde_fixed_setup, _StepGrid
-from sdekit.core.integrate import _fixed_grid
+from sdekit.core._grid import StepGrid, time_tensors
+from sdekit.core.adjoint._reversible import _ReversibleAdjointFn, _ReversibleSpec
+from sdekit.core.integrate import fixed_sde
 from sdekit.core.sde import Problem
 from sdekit.core.solvers import ReversibleHeun
 
@@ -296,7 +299,9 @@ def test_reversible_heun_reconstructs_the_forward_path(noise_type):
     sde, y0, _, _, bm = _setup(noise_type, "stratonovich")
     n, dt = 500, 2e-3
     problem = Problem(sde, y0, torch.tensor(0.0, dtype=F64))
-    spec = _ReversibleSpec(_sde_fixed_setup(problem, ReversibleHeun(), [0.0, 1.0], dt, bm, False), trace=[])
+    solver = ReversibleHeun()
+    spec = _ReversibleSpec(fixed_sde(problem, solver, [0.0, 1.0], dt, bm, False, bounded_memory=True), solver,
+                           trace=[])
     params = tuple(sde.parameters())
     ys = _ReversibleAdjointFn.apply(spec, y0.clone().requires_grad_(True), *params)
     ys.sum().backward()
@@ -312,14 +317,27 @@ def test_reversible_heun_reconstructs_the_forward_path(noise_type):
 
 @pytest.mark.parametrize("ts,dt", [([0.0, 1.0], 1e-3), ([0.0, 0.1, 0.45, 1.0], 0.03),
                                    ([-1.0, -0.7, 0.2, 0.21], 0.05), ([0.0, 1e-3, 2.5], 7e-4)])
-def test_step_grid_is_the_loop_grid(ts, dt):
-    """The strategies compute sdeint's fixed grid on demand (memory independent of the step count)."""
-    grid, saves = _fixed_grid(ts, dt)
-    lazy = _StepGrid(ts, dt)
-    assert len(lazy) == len(grid) and lazy.saves == saves
-    assert [lazy[k] for k in range(len(lazy))] == grid  # bit for bit
-    view = lazy[len(grid) - 1:0:-2]
-    assert [view[k] for k in range(len(view))] == grid[len(grid) - 1:0:-2]
+def test_step_grid(ts, dt):
+    """The one fixed grid (loop and strategies): per output interval [a, b], n = ceil((b - a) / dt) equal
+    steps a + (b - a) k / n and b itself, the same floats by index, by iteration, in views and in the time
+    tensors, lazily or not."""
+    expected, saves = [ts[0]], [0]
+    for a, b in zip(ts[:-1], ts[1:]):
+        n = max(1, math.ceil((b - a) / dt - 1e-9))
+        assert (b - a) / n <= dt * (1 + 1e-12)
+        expected += [a + (b - a) * k / n for k in range(1, n)] + [b]
+        saves.append(len(expected) - 1)
+    grid = StepGrid(ts, dt)
+    assert len(grid) == len(expected) and grid.saves == saves
+    assert [grid[k] for k in range(len(grid))] == expected == list(grid)  # bit for bit
+    view = grid[len(grid) - 1:0:-2]
+    assert [view[k] for k in range(len(view))] == list(view) == expected[len(expected) - 1:0:-2]
+    assert list(view.negated()) == [-t for t in expected[len(expected) - 1:0:-2]]
+    t_of = time_tensors(F64, "cpu")
+    eager = torch.stack(t_of(expected))
+    lazy = t_of(grid)
+    assert torch.equal(torch.stack(list(lazy)), eager)
+    assert torch.equal(torch.stack([lazy[k] for k in reversed(range(len(grid)))]), eager.flip(0))
 
 
 def _saved_bytes(sde, y0, steps, adjoint):

@@ -20,7 +20,7 @@ from collections import OrderedDict
 
 import torch
 
-from .noise import normalize_seed, standard_normal
+from .noise import mix64, normalize_seed, standard_normal
 
 _RSQRT3 = 1.0 / math.sqrt(3.0)
 
@@ -323,3 +323,31 @@ class BrownianGrid:
         for k in range(lo + 1, hi):
             total = total + self.increment(k)
         return total if j > i else -total
+
+
+class _ChunkedBrownian:
+    """Brownian increments on a fixed grid (any sequence of times, e.g. a ``StepGrid``), one seeded
+    :class:`BrownianGrid` per chunk of ``_CHUNK`` steps, two chunks cached: the default source
+    (``bm=None``) of the step-level adjoint strategies, queried by step index in the forward and the
+    backward pass, with memory independent of the number of steps."""
+
+    _CHUNK = 32
+
+    def __init__(self, grid, shape, dtype, device, levy_area) -> None:
+        self.grid, self.shape, self.dtype, self.device = grid, shape, dtype, device
+        self.levy_area = levy_area
+        self.seed = normalize_seed(None, None)
+        self._chunks: dict[int, BrownianGrid] = {}
+
+    def increment(self, k: int, return_U: bool = False):
+        c, j = divmod(k, self._CHUNK)
+        source = self._chunks.get(c)
+        if source is None:
+            last = min(len(self.grid) - 1, (c + 1) * self._CHUNK)
+            times = [self.grid[i] for i in range(c * self._CHUNK, last + 1)]
+            source = BrownianGrid(times, self.shape, seed=mix64(self.seed, c), dtype=self.dtype,
+                                  device=self.device, levy_area=self.levy_area)
+            if len(self._chunks) >= 2:
+                self._chunks.pop(next(iter(self._chunks)))
+            self._chunks[c] = source
+        return source.increment(j, return_U=return_U)

@@ -5,6 +5,10 @@ Both entry points check their inputs once, pack tuple states into one tensor, re
 two loops: :func:`fixed_loop` (a precomputed grid) and :func:`_adaptive_loop` (step-size control
 with an embedded error estimate, or step doubling for SDEs). Saving at ``ts``, non-finite detection,
 the progress bar and the step limit live in these loops only.
+
+With ``adjoint=...`` the checked call goes to the strategy (:mod:`sdekit.core.strategy`), which runs it
+through the same pieces (:func:`run_sde`, :func:`fixed_sde`, :func:`fixed_loop`, ...); this module
+imports no strategy.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .brownian import BrownianGrid, BrownianPath
+from ._grid import StepGrid, time_tensors
+from .brownian import BrownianGrid, BrownianPath, _ChunkedBrownian
 from .sde import FlippedProblem, Problem, _check_state, _Packer
 from .solvers import ode_solver, sde_solver
 from .solvers.base import SDESolver
+from .strategy import AdjointStrategy, ODESolve, SDESolve, check_strategy
 
 __all__ = ["sdeint", "odeint"]
 
@@ -74,22 +80,11 @@ def _check_positive(name: str, value, allow_none: bool = True):
     return float(value)
 
 
-def _fixed_grid(ts: list[float], dt: float) -> tuple[list[float], list[int]]:
-    """Grid with steps of at most ``dt`` between consecutive (increasing) output times; returns the
-    grid and the grid index of every output time."""
-    grid, saves = [ts[0]], [0]
-    for a, b in zip(ts[:-1], ts[1:]):
-        n = max(1, math.ceil((b - a) / dt - 1e-9))
-        grid.extend(a + (b - a) * k / n for k in range(1, n))
-        grid.append(b)
-        saves.append(len(grid) - 1)
-    return grid, saves
-
-
 # --------------------------------------------------------------------------------------------
 # Brownian adapters: every noise request goes through ``noise(k, t0, t1)``
 # --------------------------------------------------------------------------------------------
-def _noise_source(bm, flipped: bool, levy: bool, grid_obj: BrownianGrid | None, shape, dtype, device):
+def _noise_source(bm, flipped: bool, levy: bool, grid_obj: BrownianGrid | _ChunkedBrownian | None, shape, dtype,
+                  device):
     if grid_obj is not None:
         return lambda k, ta, tb: grid_obj.increment(k, return_U=levy)
 
@@ -145,18 +140,26 @@ def _non_finite(name: str, k: int, t: float, y: torch.Tensor) -> FloatingPointEr
     )
 
 
-def fixed_loop(step, y0, state0, grid: list[float], saves: list[int], t_of: Callable, name: str,
+def fixed_loop(step, y0, state0, grid, saves: list[int], t_of: Callable, name: str,
                 progress: bool = False):
-    """Run ``step(k, t0, t1, y, state) -> (y, state)`` over ``grid``; return ``y`` at ``saves``."""
+    """Run ``step(k, t0, t1, y, state) -> (y, state)`` over ``grid`` (a sequence of floats: a list, a
+    :class:`~sdekit.core._grid.StepGrid` or a view of one); return ``y`` at the grid indices ``saves``.
+
+    ``t_of(grid)`` gives the time tensors passed to ``step``; the state is checked for non-finite
+    entries every ``_CHECK_EVERY`` steps and at the end, and a failure is replayed from the last good
+    state to name the exact step."""
     t_tensors = t_of(grid)
+    times = iter(t_tensors)
     out = [y0]
     next_save = 1
     y, state = y0, state0
     good_k, good_y, good_state = 0, y0, state0
     n = len(grid) - 1
     bar = progress_bar(progress, n, name)
+    t1 = next(times)
     for k in range(n):
-        y, state = step(k, t_tensors[k], t_tensors[k + 1], y, state)
+        t0, t1 = t1, next(times)
+        y, state = step(k, t0, t1, y, state)
         kk = k + 1
         if kk == saves[next_save]:
             out.append(y)
@@ -240,13 +243,76 @@ def progress_bar(enabled: bool, total: int, name: str):
     return tqdm(total=total, desc=name, leave=False)
 
 
-def _time_tensors(dtype, device):
-    """Turn a list of float times into 0-d tensors of the state's dtype (as torchsde passes t)."""
+# --------------------------------------------------------------------------------------------
+# The fixed-step SDE solve, shared by the loop and the step-level strategies
+# --------------------------------------------------------------------------------------------
+class FixedSDE:
+    """A fixed-step SDE solve as objects that can be queried again step by step (the strategies'
+    backward passes do): the solver's view of the problem (time ``s`` increasing), the grid on that
+    axis, ``noise(k, s0, s1)`` (the increment of step ``k``) and the time tensors ``t_of``."""
 
-    def t_of(values):
-        return torch.tensor(values, dtype=dtype, device=device).unbind(0)
+    def __init__(self, problem, solver: SDESolver, grid: StepGrid, noise: Callable, t_of: Callable, name: str,
+                 progress: bool) -> None:
+        self.problem, self.solver, self.grid, self.noise = problem, solver, grid, noise
+        self.saves = grid.saves
+        self.t_of, self.name, self.progress = t_of, name, progress
+        solver_step = solver.step
 
-    return t_of
+        def step(k, t0, t1, y, state):
+            return solver_step(problem, t0, t1, y, noise(k, t0, t1), state)
+
+        self.step = step
+
+    def init(self, y0):
+        return self.solver.init(self.problem, self.t_of([self.grid[0]])[0], y0)
+
+    def run(self, y0, step=None):
+        """The forward solve; returns the states at ``saves`` and the final solver state."""
+        step = step or self.step
+        last = [None]
+
+        def tracked(k, t0, t1, y, state):
+            y, state = step(k, t0, t1, y, state)
+            last[0] = state
+            return y, state
+
+        state0 = self.init(y0)
+        last[0] = state0
+        ys = fixed_loop(tracked, y0, state0, self.grid, self.saves, self.t_of, self.name, self.progress)
+        return ys, last[0]
+
+
+def fixed_sde(problem: Problem, solver: SDESolver, ts_list, dt, bm, progress: bool, *,
+              bounded_memory: bool = False) -> FixedSDE:
+    """The fixed grid and Brownian increments of :func:`sdeint` for output times ``ts_list``.
+
+    ``bm=None`` becomes a :class:`BrownianGrid` on the whole grid, or with ``bounded_memory=True`` (the
+    strategies, which query increments again in the backward pass) a seeded source of one
+    :class:`BrownianGrid` per chunk of steps, so memory does not grow with the step count. A
+    :class:`BrownianGrid` ``bm`` on this very grid is read by step index; any other source is queried
+    at the grid times (reflected when ``ts`` decreases)."""
+    flip = ts_list[1] < ts_list[0]
+    prob = FlippedProblem(problem) if flip else problem
+    ts_s = [-t for t in ts_list] if flip else list(ts_list)
+    grid = StepGrid(ts_s, 1e-3 if dt is None else dt)
+    levy = solver.levy_area
+    shape, dtype, device = problem.brownian_shape, problem.dtype, problem.device
+    grid_obj = None
+    if bm is None:
+        levy_area = "space-time" if levy else None
+        if bounded_memory:
+            grid_obj = _ChunkedBrownian(grid, shape, dtype, device, levy_area)
+        else:
+            grid_obj = BrownianGrid(list(grid), shape, dtype=dtype, device=device, levy_area=levy_area)
+    elif isinstance(bm, BrownianGrid) and not flip and len(bm) == len(grid) - 1:
+        times = torch.tensor(list(grid), dtype=torch.float64)
+        if torch.allclose(bm.times, times, rtol=0, atol=1e-12 * abs(grid[-1] - grid[0])):
+            if tuple(bm.shape) != tuple(shape):
+                raise ValueError(f"bm has shape {bm.shape} but the SDE needs Brownian increments of "
+                                 f"shape {tuple(shape)}")
+            grid_obj = bm
+    noise = _noise_source(bm, flip, levy, grid_obj, shape, dtype, device)
+    return FixedSDE(prob, solver, grid, noise, time_tensors(dtype, device), f"sdeint[{solver.name}]", progress)
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,7 +360,7 @@ def sdeint(
     dt_min: float | None = None,
     progress: bool = False,
     max_steps: int = 1_000_000,
-    adjoint=None,
+    adjoint: AdjointStrategy | None = None,
     logqp: bool = False,
     names: dict[str, str] | None = None,
 ):
@@ -340,6 +406,8 @@ def sdeint(
     rtol = _check_positive("rtol", rtol, allow_none=False)
     atol = _check_positive("atol", atol, allow_none=False)
     dt_min = _check_positive("dt_min", dt_min)
+    if adjoint is not None:
+        adjoint = check_strategy(adjoint)
     if names is not None:
         from .names import rename_methods
 
@@ -351,24 +419,32 @@ def sdeint(
         out = sdeint(sde, y0, ts_list, method=method, dt=dt, bm=bm, adaptive=adaptive, rtol=rtol, atol=atol,
                      dt_min=dt_min, progress=progress, max_steps=max_steps, adjoint=adjoint)
         return split(out)
-    if adjoint is not None:
-        from .adjoint import _sdeint_with_adjoint
-
-        return _sdeint_with_adjoint(adjoint, sde, y0, ts_list, method=method, dt=dt, bm=bm,
-                                    adaptive=adaptive, rtol=rtol, atol=atol, dt_min=dt_min,
-                                    progress=progress, max_steps=max_steps)
     first = y0[0] if isinstance(y0, (tuple, list)) else y0
     t0 = torch.tensor(ts_list[0], dtype=first.dtype, device=first.device)
     problem = Problem(sde, y0, t0)
     solver = _resolve_sde_solver(method, problem)
-    ys = _solve_sde(problem, solver, problem.packer.pack(y0), ts_list, dt=dt, bm=bm, adaptive=adaptive,
-                    rtol=rtol, atol=atol, dt_min=dt_min, progress=progress, max_steps=max_steps)
-    return problem.packer.unpack_series(torch.stack(ys))
+    task = SDESolve(problem=problem, solver=solver, y0=problem.packer.pack(y0), ts=ts_list, dt=dt, bm=bm,
+                    adaptive=adaptive, rtol=rtol, atol=atol, dt_min=dt_min, progress=progress,
+                    max_steps=max_steps)
+    ys = run_sde(task) if adjoint is None else adjoint.solve_sde(task)
+    return problem.packer.unpack_series(ys)
 
 
-def _solve_sde(problem, solver, y0, ts_list, *, dt, bm, adaptive, rtol, atol, dt_min, progress, max_steps,
-               return_state: bool = False):
+def run_sde(task: SDESolve) -> torch.Tensor:
+    """The solve ``task`` with autograd recording every step (``adjoint=None``, :class:`Backprop`);
+    returns the packed states at ``task.ts``, stacked."""
+    return torch.stack(_solve_sde(task.problem, task.solver, task.y0, task.ts, dt=task.dt, bm=task.bm,
+                                  adaptive=task.adaptive, rtol=task.rtol, atol=task.atol, dt_min=task.dt_min,
+                                  progress=task.progress, max_steps=task.max_steps))
+
+
+def _solve_sde(problem, solver, y0, ts_list, *, dt, bm, adaptive, rtol, atol, dt_min, progress, max_steps):
     """Solve a checked problem from a packed state; returns the list of packed states at ``ts``."""
+    if not adaptive:
+        setup = fixed_sde(problem, solver, ts_list, dt, bm, progress)
+        return fixed_loop(setup.step, y0, setup.init(y0), setup.grid, setup.saves, setup.t_of, setup.name,
+                          progress)
+
     flip = ts_list[1] < ts_list[0]
     if flip:
         problem = FlippedProblem(problem)
@@ -376,30 +452,8 @@ def _solve_sde(problem, solver, y0, ts_list, *, dt, bm, adaptive, rtol, atol, dt
     span = ts_list[-1] - ts_list[0]
     dt = 1e-3 if dt is None else dt
     levy = solver.levy_area
-    t_of = _time_tensors(problem.dtype, problem.device)
+    t_of = time_tensors(problem.dtype, problem.device)
     name = f"sdeint[{solver.name}]"
-
-    if not adaptive:
-        grid, saves = _fixed_grid(ts_list, dt)
-        grid_obj = None
-        if bm is None:
-            grid_obj = BrownianGrid(grid, problem.brownian_shape, dtype=problem.dtype, device=problem.device,
-                                    levy_area="space-time" if levy else None)
-        elif isinstance(bm, BrownianGrid) and len(bm) == len(grid) - 1 and not flip and \
-                torch.allclose(bm.times, torch.tensor(grid, dtype=torch.float64), rtol=0, atol=1e-12 * abs(span)):
-            if tuple(bm.shape) != tuple(problem.brownian_shape):
-                raise ValueError(f"bm has shape {bm.shape} but the SDE needs Brownian increments of shape "
-                                 f"{tuple(problem.brownian_shape)}")
-            grid_obj = bm
-        noise = _noise_source(bm, flip, levy, grid_obj, problem.brownian_shape, problem.dtype, problem.device)
-
-        def step(k, t0, t1, y, state):
-            return solver.step(problem, t0, t1, y, noise(k, t0, t1), state)
-
-        state0 = solver.init(problem, t_of([ts_list[0]])[0], y0)
-        ys = fixed_loop(step, y0, state0, grid, saves, t_of, name, progress)
-        return ys
-
     if bm is None:
         lo, hi = min(ts_list[0], ts_list[-1]), max(ts_list[0], ts_list[-1])
         bm = BrownianPath(lo, hi, problem.brownian_shape, dtype=problem.dtype, device=problem.device,
@@ -438,7 +492,7 @@ def odeint(
     dt_min: float | None = None,
     progress: bool = False,
     max_steps: int = 1_000_000,
-    adjoint=None,
+    adjoint: AdjointStrategy | None = None,
 ):
     """Solve an ODE ``dy/dt = f(t, y)`` and return ``y`` at the times ``ts``.
 
@@ -474,15 +528,20 @@ def odeint(
         raise ValueError(f"method {solver.name!r} takes fixed steps: pass dt, or use an adaptive method "
                          "such as 'dopri5'")
     if adjoint is not None:
-        from .adjoint import _odeint_with_adjoint
-
-        return _odeint_with_adjoint(adjoint, f, y0, ts_list, method=solver, rtol=rtol, atol=atol, dt=dt,
-                                    dt_min=dt_min, progress=progress, max_steps=max_steps)
+        adjoint = check_strategy(adjoint)
     packer = _Packer(y0, along_last=False)
-    func = _packed_ode(f, packer)
-    ys = _solve_ode(func, solver, packer.pack(y0), ts_list, rtol=rtol, atol=atol, dt=dt, dt_min=dt_min,
-                    progress=progress, max_steps=max_steps)
-    return packer.unpack_series(torch.stack(ys))
+    task = ODESolve(f=f, func=_packed_ode(f, packer), solver=solver, y0=packer.pack(y0), ts=ts_list, rtol=rtol,
+                    atol=atol, dt=dt, dt_min=dt_min, progress=progress, max_steps=max_steps)
+    ys = run_ode(task) if adjoint is None else adjoint.solve_ode(task)
+    return packer.unpack_series(ys)
+
+
+def run_ode(task: ODESolve) -> torch.Tensor:
+    """The solve ``task`` with autograd recording every step (``adjoint=None``, :class:`Backprop`);
+    returns the packed states at ``task.ts``, stacked."""
+    return torch.stack(_solve_ode(task.func, task.solver, task.y0, task.ts, rtol=task.rtol, atol=task.atol,
+                                  dt=task.dt, dt_min=task.dt_min, progress=task.progress,
+                                  max_steps=task.max_steps))
 
 
 def _packed_ode(f, packer: _Packer):
@@ -508,19 +567,19 @@ def _solve_ode(func, solver, y0, ts_list, *, rtol, atol, dt, dt_min, progress, m
         func = lambda s, y: -user_func(-s, y)  # noqa: E731
         ts_list = [-t for t in ts_list]
     span = ts_list[-1] - ts_list[0]
-    t_of = _time_tensors(y0.dtype, y0.device)
+    t_of = time_tensors(y0.dtype, y0.device)
     name = f"odeint[{solver.name}]"
     t0 = t_of([ts_list[0]])[0]
     f0 = _check_ode_output(func, t0, y0)
 
     if not solver.adaptive:
-        grid, saves = _fixed_grid(ts_list, dt)
+        grid = StepGrid(ts_list, dt)
 
         def step(k, ta, tb, y, state):
             y1, _, state = solver.step(func, ta, tb, y, state)
             return y1, state
 
-        return fixed_loop(step, y0, (), grid, saves, t_of, name, progress)
+        return fixed_loop(step, y0, (), grid, grid.saves, t_of, name, progress)
 
     if dt is None:
         dt = _initial_step(func, t0, y0, f0, solver.order, rtol, atol, span)

@@ -115,7 +115,7 @@ from dataclasses import dataclass, fields, is_dataclass
 import torch
 from torch.autograd.function import once_differentiable
 
-from ..core.adjoint import AdjointStrategy, Backprop, _check_params, _resolve_params
+from ..core.adjoint import AdjointStrategy, Backprop, check_params, resolve_params
 from ..core.integrate import fixed_loop, progress_bar
 from .prediction import Denoiser
 from .samplers.base import Sampler, SamplerContext, schedule_point
@@ -239,7 +239,7 @@ class AdjointDEIS(AdjointStrategy):
         self.checkpoints = checkpoints
         self.rebuild_rtol = None if rebuild_rtol is None else float(rebuild_rtol)
         self.rebuild_iterations = int(rebuild_iterations)
-        self.params = _check_params(params)
+        self.params = check_params(params)
 
     def __repr__(self) -> str:
         if self.discretisation == "transpose":
@@ -367,7 +367,7 @@ def sample_with_adjoint(strategy: AdjointDEIS, sampler: Sampler, ctx: SamplerCon
     cond_keys = tuple(k for k, v in denoiser.model_kwargs.items()
                       if isinstance(v, torch.Tensor) and v.requires_grad)
     conds = tuple(denoiser.model_kwargs[k] for k in cond_keys)
-    params = _resolve_params(strategy, denoiser.model, "the model", reaches="x_T and the model_kwargs tensors")
+    params = resolve_params(strategy, denoiser.model, "the model", reaches="x_T and the model_kwargs tensors")
     count = strategy.checkpoints or math.ceil(math.sqrt(n))
     segment = max(1, math.ceil(n / count))
     stats = AdjointStats(steps=n, trajectory=trajectory, discretisation=strategy.discretisation)

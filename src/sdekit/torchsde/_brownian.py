@@ -27,8 +27,8 @@ from collections import OrderedDict
 
 import torch
 
-from ..core.noise import mix64, standard_normal
 from ..core.brownian import BrownianPath as _KeyedPath
+from ..core.noise import mix64, standard_normal
 from .settings import LEVY_AREA_APPROXIMATIONS
 
 __all__ = ["BaseBrownian", "BrownianInterval", "BrownianPath", "BrownianTree", "ReverseBrownian",

@@ -296,7 +296,9 @@ class ReversibleHeun(SDESolver):
         return y1, (f1, g1, z1)
 
     def inverse_step(self, problem, t0, t1, y1, dW, state1):
-        """Recover ``(y0, state0)`` from ``(y1, state1)`` exactly (up to rounding)."""
+        """Recover ``(y0, state0)`` from ``(y1, state1)`` exactly (up to rounding): the step from ``t0``
+        to ``t1`` run backwards, with one drift and one diffusion evaluation. The one implementation of
+        the inverse: :class:`~sdekit.core.adjoint.ReversibleAdjoint` rebuilds the path with it."""
         f1, g1, z1 = state1
         dt = t1 - t0
         # The recurrence run backwards: 2 y1 - z1 - f1 dt - g1 dW equals z0 exactly.
