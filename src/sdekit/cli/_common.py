@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
@@ -18,7 +19,7 @@ class CLIError(ValueError):
 class Parser(argparse.ArgumentParser):
     """``argparse`` with one-line errors: ``sdekit train: error: ... (see sdekit train --help)``."""
 
-    def error(self, message: str):  # noqa: D401 - argparse's signature
+    def error(self, message: str) -> NoReturn:  # noqa: D401 - argparse's signature
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

@@ -8,13 +8,16 @@ trained with.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from ..data import get_dataset
 from ..nn import MLPDenoiser, UNet
+
+if TYPE_CHECKING:
+    from ..diffusion import DenoisingScoreMatching, Schedule
 
 __all__ = ["RunSpec", "SCHEDULES", "PREDICTIONS_FOR", "MODELS", "SOLVERS", "DTYPES"]
 
@@ -155,7 +158,7 @@ class RunSpec:
     def build_model(self, seed: int) -> nn.Module:
         return build_model(self.model_config(), seed=seed).to(self.torch_dtype)
 
-    def build_schedule(self):
+    def build_schedule(self) -> Schedule:
         from .. import diffusion
 
         return {
@@ -163,7 +166,7 @@ class RunSpec:
             "edm": diffusion.EDM, "flow": diffusion.LinearFlow,
         }[self.schedule]()
 
-    def build_loss(self, schedule):
+    def build_loss(self, schedule: Schedule) -> DenoisingScoreMatching:
         from .. import diffusion
 
         if self.schedule == "flow":

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from .toys import _check_generator, _check_n
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 __all__ = ["gaussian_mixture"]
 
@@ -40,9 +45,9 @@ def _mixture_parts(weights, means, variances) -> tuple[torch.Tensor, torch.Tenso
 
 def gaussian_mixture(
     n: int,
-    weights,
-    means,
-    variances,
+    weights: torch.Tensor | ArrayLike,
+    means: torch.Tensor | ArrayLike,
+    variances: torch.Tensor | ArrayLike,
     generator: torch.Generator | None = None,
     *,
     return_components: bool = False,

@@ -8,6 +8,7 @@ the continuous normalising flow literature (Grathwohl et al. 2019, FFJORD), re-d
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -127,7 +128,7 @@ def eight_gaussians(n: int, generator: torch.Generator | None = None, *, radius:
     return pts.to(dtype)
 
 
-def rings(n: int, generator: torch.Generator | None = None, *, radii=(0.5, 1.0, 1.5, 2.0),
+def rings(n: int, generator: torch.Generator | None = None, *, radii: Sequence[float] = (0.5, 1.0, 1.5, 2.0),
           noise: float = 0.04, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Concentric circles, each point's ring chosen with probability proportional to its radius
     (so the density along the arcs is uniform).

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 __all__ = ["as_time", "broadcast_like", "batch_time", "resolve_name"]
 
 
-def as_time(t, name: str = "t") -> torch.Tensor:
+def as_time(t: float | torch.Tensor, name: str = "t") -> torch.Tensor:
     """Turn a time argument into a tensor: a Python number becomes a 0-d float64 tensor; a tensor
     must be 0-d or 1-d ``(batch,)`` and floating point (integer tensors are converted to float64).
 
@@ -56,7 +58,7 @@ def broadcast_like(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return c.to(dtype=x.dtype, device=x.device).reshape(c.shape[0], *([1] * (x.dim() - 1)))
 
 
-def batch_time(t, x: torch.Tensor, name: str = "t") -> torch.Tensor:
+def batch_time(t: float | torch.Tensor, x: torch.Tensor, name: str = "t") -> torch.Tensor:
     """The time as a ``(batch,)`` tensor of ``x``'s dtype and device (what a network receives)."""
     t = as_time(t, name)
     batch = x.shape[0]
@@ -102,7 +104,7 @@ def check_tensor(name: str, x, *, min_dim: int = 1, finite: bool = False) -> tor
     return x
 
 
-def resolve_name(value, table: dict, base: type, what: str, alternatives: str):
+def resolve_name(value: object, table: dict[str, Callable[[], Any]], base: type, what: str, alternatives: str) -> Any:
     """``value`` itself when it is a ``base`` instance, ``table[value]()`` for a known name, else a
     ValueError listing the names (``alternatives`` says what else fits) or a TypeError."""
     if isinstance(value, base):

@@ -22,6 +22,7 @@ discrete-time model read in continuous time), :class:`SubVP`, :class:`VE`, :clas
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -136,8 +137,8 @@ class Schedule:
         """Standard deviation of the prior at ``t_max``."""
         return float(self.sigma(self.t_max))
 
-    def prior_sample(self, shape, generator: torch.Generator | None = None, *,
-                     dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
+    def prior_sample(self, shape: int | Sequence[int], generator: torch.Generator | None = None, *,
+                     dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> torch.Tensor:
         """Draw ``x_T ~ N(0, prior_std^2 I)`` of ``shape`` (e.g. ``(batch, *event)``).
 
         Arguments:
@@ -366,7 +367,8 @@ class DiscreteVP(_VariancePreserving):
         t_min, t_max: sampling interval, ``0 <= t_min < t_max`` (default ``[1/N, 1]``).
     """
 
-    def __init__(self, alphas_cumprod, *, t_min: float | None = None, t_max: float = 1.0) -> None:
+    def __init__(self, alphas_cumprod: torch.Tensor | Sequence[float], *, t_min: float | None = None,
+                 t_max: float = 1.0) -> None:
         ac = torch.as_tensor(alphas_cumprod).detach().to("cpu", torch.float64)
         if ac.dim() != 1 or ac.numel() < 2:
             raise ValueError(f"alphas_cumprod must be 1-D with at least two entries, got shape "
@@ -389,7 +391,8 @@ class DiscreteVP(_VariancePreserving):
         self._set_interval(1.0 / n if t_min is None else t_min, t_max, lo=0.0)
 
     @classmethod
-    def from_betas(cls, betas, *, t_min: float | None = None, t_max: float = 1.0) -> DiscreteVP:
+    def from_betas(cls, betas: torch.Tensor | Sequence[float], *, t_min: float | None = None,
+                   t_max: float = 1.0) -> DiscreteVP:
         """From DDPM's ``betas``: ``alphas_cumprod = cumprod(1 - betas)``, betas in ``(0, 1)``."""
         b = torch.as_tensor(betas).detach().to("cpu", torch.float64)
         if b.dim() != 1 or not bool(((b > 0) & (b < 1)).all()):

@@ -142,7 +142,7 @@ class TimeTensor(TimeGrid):
 
     _SLACK_ULPS = 4
 
-    def __init__(self, times) -> None:
+    def __init__(self, times: torch.Tensor | Sequence[float]) -> None:
         if not isinstance(times, torch.Tensor):
             try:
                 times = torch.as_tensor(times, dtype=torch.float64)

@@ -76,7 +76,7 @@ def wasserstein_1d(x: torch.Tensor, y: torch.Tensor, p: float = 2.0) -> torch.Te
 
 
 def random_directions(d: int, k: int, generator: torch.Generator | None = None, *,
-                      dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
+                      dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> torch.Tensor:
     """``k`` directions uniform on the unit sphere in ``R^d`` (normalised Gaussians), ``(d, k)``."""
     theta = torch.randn(d, k, generator=generator, dtype=dtype, device=device)
     return theta / theta.norm(dim=0, keepdim=True)

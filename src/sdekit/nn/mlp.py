@@ -11,7 +11,7 @@ __all__ = ["MLPDenoiser", "TimeMLP"]
 
 
 class _ResidualBlock(nn.Module):
-    def __init__(self, width: int, emb_dim: int, dropout: float):
+    def __init__(self, width: int, emb_dim: int, dropout: float) -> None:
         super().__init__()
         self.fc1 = nn.Linear(width, width)
         self.emb = nn.Linear(emb_dim, width)
@@ -63,7 +63,7 @@ class MLPDenoiser(nn.Module):
         num_classes: int | None = None,
         dropout: float = 0.0,
         seed: int | None = None,
-    ):
+    ) -> None:
         super().__init__()
         self.dim = _positive_int("dim", dim)
         hidden = _positive_int("hidden", hidden)
@@ -83,7 +83,8 @@ class MLPDenoiser(nn.Module):
             self.blocks = nn.ModuleList(_ResidualBlock(hidden, emb_dim, float(dropout)) for _ in range(depth))
             self.out = nn.Linear(hidden, dim)
 
-    def forward(self, x: torch.Tensor, t, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: float | torch.Tensor,
+                class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """Evaluate the network.
 
         Arguments:

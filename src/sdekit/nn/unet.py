@@ -16,7 +16,7 @@ __all__ = ["UNet"]
 class _ResBlock(nn.Module):
     """GroupNorm -> SiLU -> conv, plus the embedding, GroupNorm -> SiLU -> dropout -> conv, skip."""
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int, dropout: float):
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int, dropout: float) -> None:
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, c_in)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
@@ -36,7 +36,7 @@ class _ResBlock(nn.Module):
 class _Attention(nn.Module):
     """Single-head self-attention over pixels (used at the coarsest resolution only)."""
 
-    def __init__(self, channels: int, groups: int):
+    def __init__(self, channels: int, groups: int) -> None:
         super().__init__()
         self.norm = nn.GroupNorm(groups, channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
@@ -95,7 +95,7 @@ class UNet(nn.Module):
         time_scale: float = 1000.0,
         dropout: float = 0.0,
         seed: int | None = None,
-    ):
+    ) -> None:
         super().__init__()
         self.in_channels = _positive_int("in_channels", in_channels)
         out_channels = in_channels if out_channels is None else out_channels
@@ -165,7 +165,8 @@ class UNet(nn.Module):
             self.out_norm = nn.GroupNorm(groups, c)
             self.out = nn.Conv2d(c, self.out_channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, t, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: float | torch.Tensor,
+                class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """Evaluate the network.
 
         Arguments:

@@ -133,7 +133,7 @@ class ShardedBatchSampler:
         ValueError: non-positive sizes or ``B`` not divisible by ``S``.
     """
 
-    def __init__(self, n: int, batch_size: int, shards: int = 1, seed: int = 0):
+    def __init__(self, n: int, batch_size: int, shards: int = 1, seed: int = 0) -> None:
         for name, v in (("n", n), ("batch_size", batch_size), ("shards", shards)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")

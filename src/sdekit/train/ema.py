@@ -28,7 +28,7 @@ class EMA:
         ValueError: ``decay`` outside ``[0, 1)``.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.999, *, warmup: bool = True):
+    def __init__(self, model: nn.Module, decay: float = 0.999, *, warmup: bool = True) -> None:
         if not 0.0 <= float(decay) < 1.0:
             raise ValueError(f"ema decay must lie in [0, 1), got {decay}")
         self.decay = float(decay)

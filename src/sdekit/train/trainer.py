@@ -176,7 +176,7 @@ class Trainer:
         out_dir: str | os.PathLike | None = None,
         metadata: dict[str, Any] | None = None,
         context: DistributedContext | None = None,
-    ):
+    ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         params = list(model.parameters())

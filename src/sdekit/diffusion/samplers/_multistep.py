@@ -169,14 +169,14 @@ def step_points(ctx: SamplerContext, t0: float, t1: float):
     return p0, p1, p1.log_snr - p0.log_snr
 
 
-def check_order(name: str, value, lo: int, hi: int) -> int:
+def check_order(name: str, value: object, lo: int, hi: int) -> int:
     """An int in ``[lo, hi]`` or a ValueError naming the argument."""
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise ValueError(f"{name} must be an int in [{lo}, {hi}], got {value!r}")
     return value
 
 
-def check_bool(name: str, value) -> bool:
+def check_bool(name: str, value: object) -> bool:
     """A bool or a TypeError naming the argument."""
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")

@@ -130,7 +130,8 @@ class Sampler:
         """Initial sampler state (``()`` for one-step methods)."""
         return ()
 
-    def step(self, ctx: SamplerContext, k: int, t0: float, t1: float, x: torch.Tensor, state):
+    def step(self, ctx: SamplerContext, k: int, t0: float, t1: float, x: torch.Tensor,
+             state: Any) -> tuple[torch.Tensor, Any]:
         """One step from ``t0`` to ``t1 < t0``; returns ``(x1, state)``."""
         raise NotImplementedError
 
@@ -147,8 +148,8 @@ class Sampler:
         Default: 0 for deterministic samplers, ``None`` for stochastic ones."""
         return None if self.stochastic else 0.0
 
-    def invert(self, ctx: SamplerContext, k: int, t0: float, t1: float, x1: torch.Tensor, state1,
-               d1: torch.Tensor | None, *, tol: float, max_iter: int):
+    def invert(self, ctx: SamplerContext, k: int, t0: float, t1: float, x1: torch.Tensor, state1: Any,
+               d1: torch.Tensor | None, *, tol: float, max_iter: int) -> tuple[torch.Tensor, Any] | None:
         """The input ``(x0, state0)`` of step ``k`` from its output ``(x1, state1)``, to ``tol`` in max norm,
         or ``None`` when that is not reached within ``max_iter`` model calls. ``d1`` is ``D(x1, t1)``
         when the caller has it (a starting guess). Only for samplers that declare ``invertible``."""

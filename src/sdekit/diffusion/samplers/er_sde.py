@@ -167,7 +167,7 @@ class ERSDE(Sampler):
     name = "er-sde"
     nfe_per_step = 1
 
-    def __init__(self, order: int = 3, *, noise_scale="default") -> None:
+    def __init__(self, order: int = 3, *, noise_scale: str | NoiseScale | Callable[[float], float] = "default") -> None:
         self.order_k = check_order("order", order, 1, 3)
         self.noise_scale = _noise_scale(noise_scale)
         self.stochastic = not isinstance(self.noise_scale, _ODE)

@@ -37,7 +37,7 @@ SAMPLERS = {
 }
 
 
-def get_sampler(solver) -> Sampler:
+def get_sampler(solver: str | Sampler) -> Sampler:
     """Resolve a sampler name (see :data:`SAMPLERS`; default settings) or pass a :class:`Sampler` through."""
     resolved = resolve_name(solver, SAMPLERS, Sampler, "solver",
                             " or pass a Sampler object such as DDIM(eta=1.0) or PFODE(method='rk4')")
