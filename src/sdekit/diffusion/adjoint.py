@@ -215,7 +215,8 @@ class AdjointDEIS(AdjointStrategy):
 
     def __init__(self, order: int = 2, *, discretisation: str = "transpose", form: str = "x0",
                  trajectory: str | None = None, checkpoints: int | None = None,
-                 rebuild_rtol: float | None = None, rebuild_iterations: int = 100, params=None) -> None:
+                 rebuild_rtol: float | None = None, rebuild_iterations: int = 100,
+                 params: tuple[torch.Tensor, ...] | None = None) -> None:
         if isinstance(order, bool) or order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {order!r}")
         if discretisation not in _DISCRETISATIONS:
