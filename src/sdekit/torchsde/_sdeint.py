@@ -136,18 +136,77 @@ def _complete(sde, bm):
 # --------------------------------------------------------------------------------------------
 # Brownian motion and solver state
 # --------------------------------------------------------------------------------------------
-class _FirstChannels:
-    """torchsde's ``logqp=True`` with diagonal noise solves ``(y, log_ratio)`` with a Brownian motion of
-    ``d + 1`` channels (the last one unused); sdekit's logqp needs only the state's ``d``."""
+def _stable_division(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    small = b.detach().abs() <= eps
+    return a / torch.where(small, torch.where(b >= 0, eps, -eps).to(b.dtype), b)
 
-    def __init__(self, bm, d: int) -> None:
-        self.bm, self.d = bm, d
 
-    def __call__(self, ta, tb, return_U: bool = False):
-        if return_U:
-            W, U = self.bm(ta, tb, return_U=True)
-            return W[..., :self.d], U[..., :self.d]
-        return self.bm(ta, tb)[..., :self.d]
+class _Logqp:
+    """torchsde's ``logqp=True`` system: the state ``(y, l)`` as one tensor ``(batch, d + 1)``, with
+    ``dl = |u|^2 / 2 dt``, ``g u = f - h`` (Girsanov; see :mod:`sdekit.core.latent`), and, for diagonal
+    noise, a Brownian motion of ``d + 1`` channels as torchsde's (the last one unused).
+
+    The diffusion computed inside ``f`` is reused by ``g`` when a solver asks for both at the same
+    ``(t, y)`` objects (Euler, midpoint, Heun do), so each step evaluates ``g`` once, as torchsde does."""
+
+    def _setup(self, sde) -> None:
+        for name in ("f", "g", "h"):
+            if not callable(getattr(sde, name, None)):
+                raise AttributeError("If using logqp then drift, diffusion and prior drift must all be specified.")
+        object.__setattr__(self, "noise_type", sde.noise_type)
+        object.__setattr__(self, "sde_type", sde.sde_type)
+        object.__setattr__(self, "_last", None)
+
+    def f(self, t, y):
+        sde, x = self._base(), y[..., :-1]
+        f, g, h = sde.f(t, x), sde.g(t, x), sde.h(t, x)
+        object.__setattr__(self, "_last", (t, y, torch.is_grad_enabled(), g))
+        if self.noise_type == "diagonal":
+            u = _stable_division(f - h, g)
+        else:
+            u = (torch.linalg.pinv(g) @ (f - h).unsqueeze(-1)).squeeze(-1)
+        return torch.cat([f, 0.5 * (u**2).sum(dim=-1, keepdim=True)], dim=-1)
+
+    def g(self, t, y):
+        last = self._last
+        if last is not None and last[0] is t and last[1] is y and last[2] == torch.is_grad_enabled():
+            g = last[3]
+        else:
+            g = self._base().g(t, y[..., :-1])
+        if self.noise_type == "diagonal":
+            return torch.cat([g, g.new_zeros(*g.shape[:-1], 1)], dim=-1)
+        return torch.cat([g, g.new_zeros(*g.shape[:-2], 1, g.shape[-1])], dim=-2)
+
+
+class _LogqpModule(_Logqp, torch.nn.Module):
+    def __init__(self, sde) -> None:
+        torch.nn.Module.__init__(self)
+        self.base = sde
+        self._setup(sde)
+
+    def _base(self):
+        return self.base
+
+
+class _LogqpPlain(_Logqp):
+    def __init__(self, sde) -> None:
+        self.base = sde
+        self._setup(sde)
+
+    def _base(self):
+        return self.base
+
+
+def _with_logqp(sde, y0):
+    if y0.dim() != 2:
+        raise ValueError("`y0` must be a 2-dimensional tensor of shape (batch, channels) with logqp=True.")
+    wrapped = _LogqpModule(sde) if isinstance(sde, torch.nn.Module) else _LogqpPlain(sde)
+    return wrapped, torch.cat([y0, y0.new_zeros(y0.shape[0], 1)], dim=1)
+
+
+def _split_logqp(ys):
+    log_ratio = ys[..., -1]
+    return ys[..., :-1], log_ratio[1:] - log_ratio[:-1]
 
 
 class _Stateful(SDESolver):
@@ -212,9 +271,9 @@ def _prepare(sde, y0, ts, bm, method, adaptive, options, names, logqp):
         name = "milstein_grad_free"
     solver = sde_solver(name, sde_type)
     sde = _complete(sde, bm)
-    if bm is not None and logqp and noise_type == NOISE_TYPES.diagonal:
-        bm = _FirstChannels(bm, y0.shape[-1])
-    return sde, times, bm, method, solver, options
+    if logqp:
+        sde, y0 = _with_logqp(sde, y0)
+    return sde, y0, times, method, solver, options
 
 
 def _check_method(method: str, noise_type: str, sde_type: str, bm) -> None:
@@ -252,7 +311,7 @@ def _step_size(times: list[float], dt, adaptive: bool):
 
 def _returns(out, logqp: bool, extra: bool, state):
     if logqp:
-        ys, log_ratio = out
+        ys, log_ratio = _split_logqp(out)
         return (ys, log_ratio, state) if extra else (ys, log_ratio)
     return (out, state) if extra else out
 
@@ -293,12 +352,12 @@ def sdeint(sde, y0: torch.Tensor, ts, bm=None, method: str | None = None, dt=1e-
     """
     _warn_unused(unused_kwargs, "sdeint")
     _no_grad(ts=ts, dt=dt, rtol=rtol, atol=atol, dt_min=dt_min)
-    sde, times, bm_inner, method, solver, _ = _prepare(sde, y0, ts, bm, method, adaptive, options, names, logqp)
+    sde, y0, times, method, solver, _ = _prepare(sde, y0, ts, bm, method, adaptive, options, names, logqp)
     stateful = None
     if extra or extra_solver_state is not None:
         stateful = solver = _Stateful(solver, extra_solver_state)
-    out = _sdeint(sde, y0, times, method=solver, dt=_step_size(times, _number(dt), adaptive), bm=bm_inner,
-                  adaptive=adaptive, rtol=_number(rtol), atol=_number(atol), dt_min=_number(dt_min), logqp=logqp)
+    out = _sdeint(sde, y0, times, method=solver, dt=_step_size(times, _number(dt), adaptive), bm=bm,
+                  adaptive=adaptive, rtol=_number(rtol), atol=_number(atol), dt_min=_number(dt_min))
     return _returns(out, logqp, extra, tuple(stateful.last) if stateful is not None else ())
 
 
@@ -355,8 +414,7 @@ def sdeint_adjoint(sde, y0: torch.Tensor, ts, bm=None, method: str | None = None
              dt_min=dt_min)
     params = tuple(sde.parameters()) if adjoint_params is None else tuple(adjoint_params)
     params = tuple(p for p in params if p.requires_grad)
-    sde, times, bm_inner, method, solver, options = _prepare(sde, y0, ts, bm, method, adaptive, options, names,
-                                                            logqp)
+    sde, y0, times, method, solver, options = _prepare(sde, y0, ts, bm, method, adaptive, options, names, logqp)
     adjoint_options = {} if adjoint_options is None else dict(adjoint_options)
     if method == METHODS.reversible_heun and adjoint_method in (None, METHODS.adjoint_reversible_heun):
         if adaptive or adjoint_adaptive:
@@ -371,7 +429,7 @@ def sdeint_adjoint(sde, y0: torch.Tensor, ts, bm=None, method: str | None = None
             _adjoint_method(method, adjoint_method, sde.noise_type, adjoint_options),
             adaptive=adjoint_adaptive, rtol=float(_number(adjoint_rtol)), atol=float(_number(adjoint_atol)),
             dt_min=float(_number(dt_min)), params=params)
-    out = _sdeint(sde, y0, times, method=solver, dt=_step_size(times, _number(dt), adaptive), bm=bm_inner,
-                  adaptive=adaptive, rtol=_number(rtol), atol=_number(atol), dt_min=_number(dt_min), logqp=logqp,
+    out = _sdeint(sde, y0, times, method=solver, dt=_step_size(times, _number(dt), adaptive), bm=bm,
+                  adaptive=adaptive, rtol=_number(rtol), atol=_number(atol), dt_min=_number(dt_min),
                   adjoint=strategy)
     return _returns(out, logqp, False, ())
