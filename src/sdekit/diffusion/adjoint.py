@@ -570,7 +570,6 @@ class _RebuiltPath:
 
 def _transposed_backward(run: _Run, saved: tuple, grad_x: torch.Tensor, needs: tuple) -> list:
     """Gradients of ``x_T`` and of the Function inputs: the transposed sampler steps, last to first."""
-    n = len(run.grid) - 1
     stats = _fresh_stats(run, saved)
     stats.held_bytes = _tensor_bytes([list((run.checkpoints or {}).values()), run.states or [], run.final_state])
     den, targets = _differentiated(run)
@@ -581,12 +580,9 @@ def _transposed_backward(run: _Run, saved: tuple, grad_x: torch.Tensor, needs: t
     if run.trajectory == "reconstruct":
         result = _rebuilt_sweep(run, saved, bctx, grad_x, targets, stats, recorder)
     else:
-        if run.trajectory == "store":
-            path = _ReplayedPath(run, dict(enumerate(saved)), dict(enumerate(run.states)), bctx, stored=True)
-        else:
-            starts = _checkpoint_saves(n, run.segment)[:-1]
-            path = _ReplayedPath(run, dict(zip(starts, saved)), run.checkpoints, bctx, stored=False)
+        path = _kept_path(run, saved, bctx)
         result = _sweep(run, path, bctx, grad_x, targets, stats)
+    assert result is not None   # a replayed path cannot fail
     a, a_z = result
     if not bool(torch.isfinite(a).all()):
         raise FloatingPointError(f"{run.name}: the gradient through the sampler became non-finite; check the "
@@ -595,7 +591,7 @@ def _transposed_backward(run: _Run, saved: tuple, grad_x: torch.Tensor, needs: t
 
 
 def _fresh_stats(run: _Run, saved: tuple) -> AdjointStats:
-    """The run's :class:`AdjointStats`, reset for this backward pass (a retained graph may run it again)."""
+    """The run's :class:`AdjointStats`, reset for this backward pass."""
     stats = run.stats
     for f in fields(stats):
         if f.name not in ("steps", "discretisation"):
@@ -615,9 +611,21 @@ def _differentiated(run: _Run) -> tuple[Denoiser, list]:
     return den, conds + list(run.params)
 
 
-def _gradients(a: torch.Tensor, a_z: list, targets: list, needs: tuple) -> list:
+def _kept_path(run: _Run, saved: tuple, bctx: SamplerContext, to_end: bool = False) -> _ReplayedPath:
+    """The path of a ``"store"`` or ``"checkpoint"`` run: every state, or replayed from the checkpoints."""
+    kept = dict(enumerate(run.states)) if run.states is not None else run.checkpoints
+    if kept is None:
+        raise RuntimeError(f"{run.name}: AdjointDEIS released this sample's stored states after its first backward "
+                           "pass; backward() runs once per sample")
+    if run.trajectory == "store":
+        return _ReplayedPath(run, dict(enumerate(saved)), kept, bctx, stored=True)
+    starts = _checkpoint_saves(len(run.grid) - 1, run.segment)[:-1]
+    return _ReplayedPath(run, dict(zip(starts, saved)), kept, bctx, stored=False, to_end=to_end)
+
+
+def _gradients(a: torch.Tensor, a_z: list, targets: list, needs: tuple) -> list[torch.Tensor | None]:
     """The Function's input gradients: ``a`` for ``x_T``, then each target's (zeros where it was unused)."""
-    out = [a]
+    out: list[torch.Tensor | None] = [a]
     for j, need in enumerate(needs):
         g = a_z[j]
         out.append(None if not need else (torch.zeros_like(targets[j]) if g is None else g))
@@ -709,16 +717,19 @@ class _ContinuousStep:
     """One backward step of the continuous adjoint from grid time ``k`` to ``k - 1``: subclasses hold what
     their multistep formula keeps between steps (the previous backward point, a rebuilt state)."""
 
-    def __init__(self, run: _Run, den, targets: list, path, stats: AdjointStats) -> None:
-        self.run, self.den, self.targets, self.path, self.stats = run, den, targets, path, stats
+    def __init__(self, run: _Run, den, targets: list, path: _ReplayedPath | None, final: torch.Tensor,
+                 stats: AdjointStats) -> None:
+        self.run, self.den, self.targets, self.path, self.final, self.stats = run, den, targets, path, final, stats
+        assert run.points is not None   # set for the continuous adjoint
+        self.points: list = run.points
         self.k2 = 1.0 + run.tau2
         self.rebuilt: torch.Tensor | None = None   # "reconstruct": the state rebuilt at the next k
-        self.prev = None                          # order 2: (lambda, V_x, V_z, D) at the previous point
+        self.prev: tuple | None = None            # order 2: (lambda, V_x, V_z, D) at the previous point
 
     def state(self, k: int) -> torch.Tensor:
-        """``x_k``: rebuilt backwards (``"reconstruct"``) or from the replayed/stored path."""
-        if self.run.trajectory == "reconstruct":
-            return self.path[-1] if self.rebuilt is None else self.rebuilt
+        """``x_k``: rebuilt backwards (``path`` None: ``"reconstruct"``) or from the replayed/stored path."""
+        if self.path is None:
+            return self.final if self.rebuilt is None else self.rebuilt
         return self.path.at(k)[0]
 
     def vjp(self, x: torch.Tensor, k: int, a: torch.Tensor):
@@ -737,13 +748,13 @@ class _ExponentialStep(_ContinuousStep):
     previous backward point; the state equation's exponential weight integrated exactly."""
 
     def __call__(self, k, a, a_z):
-        run, pts, prev, k2 = self.run, self.run.points, self.prev, self.k2
+        run, pts, prev, k2 = self.run, self.points, self.prev, self.k2
         pt, ps = pts[k], pts[k - 1]
         h = ps.log_snr - pt.log_snr          # < 0: backwards in lambda
         x = self.state(k)
         d, gx, gz = self.vjp(x, k, a)
         multistep = run.strategy.order == 2 and prev is not None
-        hp = pt.log_snr - prev[0] if multistep else None
+        hp = pt.log_snr - prev[0] if prev is not None else math.nan
         if run.strategy.form == "eps":
             # a^T eps_x = (a - alpha a^T D_x) / sigma,  a^T eps_z = -(alpha / sigma) a^T D_z
             v_x = (pt.alpha**2 / pt.sigma) * (a - pt.alpha * gx)
@@ -751,7 +762,7 @@ class _ExponentialStep(_ContinuousStep):
             e1 = math.expm1(h)
             i_x = e1 * v_x
             i_z = [None if v is None else e1 * v for v in v_z]
-            if multistep:
+            if multistep and prev is not None:
                 r = _expm1_minus(h) / hp
                 i_x = i_x + r * _diff(v_x, prev[1])
                 i_z = [_add(iz, None if dv is None else r * dv)
@@ -766,7 +777,7 @@ class _ExponentialStep(_ContinuousStep):
             e1 = math.expm1(k2 * h)
             i_x = e1 * v_x
             i_z = [None if v is None else (k2 * h) * v for v in v_z]
-            if multistep:
+            if multistep and prev is not None:
                 r = _expm1_minus(k2 * h) / (k2 * hp)
                 i_x = i_x + r * _diff(v_x, prev[1])
                 rz = k2 * h * h / (2.0 * hp)
@@ -774,12 +785,13 @@ class _ExponentialStep(_ContinuousStep):
                        for iz, dv in zip(i_z, (_diff(v, pv) for v, pv in zip(v_z, prev[2])))]
             a_next = ((pt.sigma / ps.sigma) * math.exp(run.tau2 * h)) * a - i_x / ps.alpha
             dz = [None if iz is None else -iz for iz in i_z]
-        if run.trajectory == "reconstruct":
+        if self.path is None:
             # the probability-flow ODE from t back to s: DDIM / DPM-Solver++(2M) in data prediction
             b_x, b_d, _ = _ODE_STEP.coefficients(pt, ps)
-            self.rebuilt = b_x * x + b_d * d
-            if multistep:
-                self.rebuilt = self.rebuilt + (ps.alpha * (math.expm1(-h) + h) / hp) * (d - prev[3])
+            rebuilt = b_x * x + b_d * d
+            if multistep and prev is not None:
+                rebuilt = rebuilt + (ps.alpha * (math.expm1(-h) + h) / hp) * (d - prev[3])
+            self.rebuilt = rebuilt
         if run.strategy.order == 2:
             self.prev = (pt.log_snr, v_x, v_z, d)
         return a_next, [_add(total, v) for total, v in zip(a_z, dz)]
@@ -794,22 +806,23 @@ class _FirstOrderDataStep(_ContinuousStep):
     d_t: torch.Tensor | None = None   # D at the less noisy end, for the next rebuilt state's first guess
 
     def __call__(self, k, a, a_z):
-        run, pts, k2 = self.run, self.run.points, self.k2
+        run, pts, k2 = self.run, self.points, self.k2
         pt, ps = pts[k], pts[k - 1]
         h = ps.log_snr - pt.log_snr
         if isinstance(run.sampler, DDIM):
             c_x, c_d, _ = run.sampler.coefficients(ps, pt)
         else:
             c_x, c_d = (pt.sigma / ps.sigma) * math.exp(run.tau2 * h), -pt.alpha * math.expm1(k2 * h)
-        if run.trajectory == "reconstruct":
+        if self.path is None:
             x = self.state(k)
-            if self.d_t is None:
+            d_t = self.d_t
+            if d_t is None:
                 with torch.no_grad():
-                    self.d_t = self.den(x, run.grid[k])
+                    d_t = self.den(x, run.grid[k])
                 self.stats.backward_calls += 1
             b_x, b_d, _ = _ODE_STEP.coefficients(pt, ps)
-            self.d_t, gx, gz = self.vjp(b_x * x + b_d * self.d_t, k - 1, a)
-            self.rebuilt = (x - c_d * self.d_t) / c_x      # undo the step s -> t
+            d_s, gx, gz = self.vjp(b_x * x + b_d * d_t, k - 1, a)
+            self.d_t, self.rebuilt = d_s, (x - c_d * d_s) / c_x      # undo the step s -> t
         else:
             _, gx, gz = self.vjp(self.path.at(k - 1)[0], k - 1, a)
         return c_x * a + c_d * gx, [_add(total, None if g is None else c_d * g) for total, g in zip(a_z, gz)]
@@ -826,21 +839,15 @@ def _backward(run: _Run, saved: tuple, grad_x: torch.Tensor, needs: tuple) -> li
     den, targets = _differentiated(run)
     replay = SamplerContext(denoiser=_Recorder(run.denoiser, stats), schedule=run.ctx.schedule, times=run.grid,
                             noise=run.ctx.noise)
-    if run.trajectory == "reconstruct":
-        path = saved
-    elif run.trajectory == "store":
-        path = _ReplayedPath(run, dict(enumerate(saved)), {}, replay, stored=True)
-    else:
-        starts = _checkpoint_saves(n, run.segment)[:-1]
-        path = _ReplayedPath(run, dict(zip(starts, saved)), run.checkpoints, replay, stored=False, to_end=True)
+    path = None if run.trajectory == "reconstruct" else _kept_path(run, saved, replay, to_end=True)
     kind = _FirstOrderDataStep if run.strategy.order == 1 and run.strategy.form == "x0" else _ExponentialStep
-    step = kind(run, den, targets, path, stats)
+    step = kind(run, den, targets, path, saved[-1], stats)
     a = grad_x.to(dtype=saved[-1].dtype).contiguous()
     a_z: list = [None] * len(targets)
     bar = progress_bar(run.progress, n, run.name + " adjoint")
     for k in range(n, 0, -1):
         a, a_z = step(k, a, a_z)
-        working = _tensor_bytes([a, a_z, step.held()]) + (0 if path is saved else path.working_bytes())
+        working = _tensor_bytes([a, a_z, step.held()]) + (0 if path is None else path.working_bytes())
         stats.peak_working_bytes = max(stats.peak_working_bytes, working)
         if bar is not None:
             bar.update(1)
