@@ -224,7 +224,7 @@ class BrownianInterval(BaseBrownian):
         else:
             W, U = self._increment(ta, tb)
             A = None
-            if self._have_A:
+            if self._have_A and return_A:  # drawn only when asked for (it costs an m x m draw)
                 h = tb - ta
                 A = self._levy_area(W, U / h - 0.5 * W, h, ta, tb)
             W = W.reshape(self._size)
