@@ -268,10 +268,11 @@ class BrownianGrid:
         hi = min(lo + self.chunk, len(self))
         n = hi - lo
         scale = self._abs_steps[lo:hi].to(self.dtype).to(self.device).reshape(n, *([1] * len(self.shape)))
-        W = self._draw(chunk_id, lo, n, stream=0) * scale.sqrt()
+        # In place on the fresh draws: the same values, without a second chunk-sized allocation.
+        W = self._draw(chunk_id, lo, n, stream=0).mul_(scale.sqrt())
         self._W = W.unbind(0)
         if self.levy_area:
-            H = self._draw(chunk_id, lo, n, stream=1) * (scale / 12.0).sqrt()
+            H = self._draw(chunk_id, lo, n, stream=1).mul_((scale / 12.0).sqrt())
             self._U = (scale * (0.5 * W + H)).unbind(0)
         self._chunk_id = chunk_id
 

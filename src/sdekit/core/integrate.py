@@ -140,6 +140,12 @@ def _non_finite(name: str, k: int, t: float, y: torch.Tensor) -> FloatingPointEr
     )
 
 
+def _all_finite(y: torch.Tensor) -> bool:
+    """Whether every entry of ``y`` is finite: one reduction (a NaN or inf entry makes the sum NaN or
+    inf), and the exact elementwise test only when the sum is not finite (it may have overflowed)."""
+    return math.isfinite(y.detach().sum().item()) or bool(torch.isfinite(y).all())
+
+
 def fixed_loop(step, y0, state0, grid, saves: list[int], t_of: Callable, name: str,
                 progress: bool = False):
     """Run ``step(k, t0, t1, y, state) -> (y, state)`` over ``grid`` (a sequence of floats: a list, a
@@ -165,12 +171,12 @@ def fixed_loop(step, y0, state0, grid, saves: list[int], t_of: Callable, name: s
             out.append(y)
             next_save += 1
         if kk % _CHECK_EVERY == 0 or kk == n:
-            if not bool(torch.isfinite(y).all()):
+            if not _all_finite(y):
                 # Replay from the last finite state to name the exact step.
                 y_r, s_r = good_y, good_state
                 for j in range(good_k, kk):
                     y_r, s_r = step(j, t_tensors[j], t_tensors[j + 1], y_r, s_r)
-                    if not bool(torch.isfinite(y_r).all()):
+                    if not _all_finite(y_r):
                         raise _non_finite(name, j + 1, grid[j + 1], y_r)
                 raise _non_finite(name, kk, grid[kk], y)
             good_k, good_y, good_state = kk, y, state

@@ -171,6 +171,11 @@ class Problem:
             self.f, self.g = self._packed_f, self._packed_g
         else:
             self.f, self.g = sde.f, sde.g
+        if self._user_g_prod is None:  # bound once: solvers call g_prod every step
+            g, prod = self.g, self.prod
+            self.g_prod = lambda t, y, v: prod(g(t, y), v)
+        elif not self.packer.is_tuple:
+            self.g_prod = self._user_g_prod
 
     # -- calls on packed states ------------------------------------------------------------
     def _packed_f(self, t, y):
