@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import struct
 from collections import OrderedDict
+from typing import Literal, overload
 
 import torch
 
@@ -41,6 +42,16 @@ def _float_bits(t: float) -> int:
     return struct.unpack("<q", struct.pack("<d", t))[0] & 0x7FFFFFFFFFFFFFFF
 
 
+@overload
+def _split(W: torch.Tensor, H: None, left: float, right: float, X1: torch.Tensor,
+           X2: torch.Tensor | None) -> tuple[torch.Tensor, None, torch.Tensor, None]: ...
+@overload
+def _split(W: torch.Tensor, H: torch.Tensor, left: float, right: float, X1: torch.Tensor,
+           X2: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]: ...
+@overload
+def _split(W: torch.Tensor, H: torch.Tensor | None, left: float, right: float, X1: torch.Tensor,
+           X2: torch.Tensor | None
+           ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]: ...
 def _split(W, H, left: float, right: float, X1, X2):
     """Split the increment ``W`` (and normalised space-time area ``H``) of an interval of length
     ``left + right`` at an interior point, given standard normals ``X1``, ``X2``.
@@ -124,7 +135,9 @@ class BrownianPath:
         self.levy_area = levy_area
         self.depth = depth
         self.seed = normalize_seed(seed, self.shape[0])
-        self._cache: OrderedDict[int, tuple] = OrderedDict()
+        self._cache: OrderedDict[
+            int, tuple[tuple[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor | None]]
+        ] = OrderedDict()
         self._cache_size = max(int(cache_size), 2 * depth + 4)
         T = t1 - t0
         W = math.sqrt(T) * self._normal(1, 0)
@@ -141,7 +154,8 @@ class BrownianPath:
         key = (node << 3 | stream) if not extra else (node << 3 | stream) ^ (extra * 0x9E3779B1)
         return standard_normal(self.seed, key, self.shape, self.dtype, self.device)
 
-    def _children(self, node: int, W, H, h: float):
+    def _children(self, node: int, W: torch.Tensor, H: torch.Tensor | None, h: float
+                  ) -> tuple[tuple[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor | None]]:
         cached = self._cache.get(node)
         if cached is not None:
             self._cache.move_to_end(node)
@@ -155,7 +169,7 @@ class BrownianPath:
             self._cache.popitem(last=False)
         return out
 
-    def _value(self, t: float):
+    def _value(self, t: float) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return ``(W(t) - W(t0), int_t0^t (W(s) - W(t0)) ds)`` (the latter ``None`` without levy area)."""
         levy = self.levy_area is not None
         zero = torch.zeros(self.shape, dtype=self.dtype, device=self.device)
@@ -167,7 +181,7 @@ class BrownianPath:
         W_acc, I_acc = zero, (zero if levy else None)
         for level in range(self.depth + 1):
             if t >= start + h:
-                I_end = I_acc + h * (0.5 * W + H) + h * W_acc if levy else None
+                I_end = I_acc + h * (0.5 * W + H) + h * W_acc if I_acc is not None and H is not None else None
                 return W_acc + W, I_end
             if t == start:
                 return W_acc, I_acc
@@ -178,7 +192,7 @@ class BrownianPath:
             if t <= start + half:
                 node, W, H = 2 * node, WL, HL
             else:
-                if levy:
+                if I_acc is not None and HL is not None:
                     I_acc = I_acc + half * (0.5 * WL + HL) + half * W_acc
                 W_acc = W_acc + WL
                 node, W, H, start = 2 * node + 1, WR, HR, start + half
@@ -190,10 +204,19 @@ class BrownianPath:
         X1 = self._normal(node, 4, bits)
         X2 = self._normal(node, 5, bits) if levy else None
         W_left, H_left, _, _ = _split(W, H, left, right, X1, X2)
-        I_out = I_acc + left * (0.5 * W_left + H_left) + left * W_acc if levy else None
+        I_out = (I_acc + left * (0.5 * W_left + H_left) + left * W_acc
+                 if I_acc is not None and H_left is not None else None)
         return W_acc + W_left, I_out
 
-    def __call__(self, ta, tb=None, return_U: bool = False):
+    @overload
+    def __call__(self, ta, tb=None, return_U: Literal[False] = False) -> torch.Tensor: ...
+    @overload
+    def __call__(self, ta, tb=None, *, return_U: Literal[True]) -> tuple[torch.Tensor, torch.Tensor]: ...
+    @overload
+    def __call__(self, ta, tb, return_U: Literal[True]) -> tuple[torch.Tensor, torch.Tensor]: ...
+    @overload
+    def __call__(self, ta, tb=None, return_U: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
+    def __call__(self, ta, tb=None, return_U: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Increment ``W(tb) - W(ta)``; with ``return_U=True`` also ``int_ta^tb (W(s) - W(ta)) ds``.
 
         ``bm(t)`` alone returns ``W(t) - W(t0)``.
@@ -218,6 +241,7 @@ class BrownianPath:
             return dW
         if ta > tb:
             raise ValueError(f"return_U=True needs ta <= tb, got ta={ta}, tb={tb}")
+        assert Ia is not None and Ib is not None  # levy_area is set (checked above)
         return dW, Ib - Ia - (tb - ta) * Wa
 
 
@@ -258,7 +282,8 @@ class BrownianGrid:
         numel = math.prod(self.shape)
         self.chunk = int(max(1, min(256, (1 << 22) // max(numel, 1))))
         self._chunk_id = -1
-        self._W = self._U = None
+        self._W: tuple[torch.Tensor, ...] = ()
+        self._U: tuple[torch.Tensor, ...] | None = None
 
     def __len__(self) -> int:
         return len(self._grid) - 1
@@ -284,7 +309,13 @@ class BrownianGrid:
         return torch.stack([standard_normal(self.seed, 2 * k + stream, self.shape, self.dtype, self.device)
                             for k in range(lo, lo + n)])
 
-    def increment(self, k: int, return_U: bool = False):
+    @overload
+    def increment(self, k: int, return_U: Literal[False] = False) -> torch.Tensor: ...
+    @overload
+    def increment(self, k: int, return_U: Literal[True]) -> tuple[torch.Tensor, torch.Tensor]: ...
+    @overload
+    def increment(self, k: int, return_U: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
+    def increment(self, k: int, return_U: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The increment over grid step ``k`` (from ``times[k]`` to ``times[k + 1]``)."""
         chunk_id = k // self.chunk
         if chunk_id != self._chunk_id:
@@ -311,7 +342,13 @@ class BrownianGrid:
             i = j
         return i
 
-    def __call__(self, ta, tb, return_U: bool = False):
+    @overload
+    def __call__(self, ta, tb, return_U: Literal[False] = False) -> torch.Tensor: ...
+    @overload
+    def __call__(self, ta, tb, return_U: Literal[True]) -> tuple[torch.Tensor, torch.Tensor]: ...
+    @overload
+    def __call__(self, ta, tb, return_U: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
+    def __call__(self, ta, tb, return_U: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         i, j = self._locate(ta, "ta"), self._locate(tb, "tb")
         if return_U:
             if j != i + 1:
@@ -340,7 +377,13 @@ class _ChunkedBrownian:
         self.seed = normalize_seed(None, None)
         self._chunks: dict[int, BrownianGrid] = {}
 
-    def increment(self, k: int, return_U: bool = False):
+    @overload
+    def increment(self, k: int, return_U: Literal[False] = False) -> torch.Tensor: ...
+    @overload
+    def increment(self, k: int, return_U: Literal[True]) -> tuple[torch.Tensor, torch.Tensor]: ...
+    @overload
+    def increment(self, k: int, return_U: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
+    def increment(self, k: int, return_U: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         c, j = divmod(k, self._CHUNK)
         source = self._chunks.get(c)
         if source is None:

@@ -16,14 +16,15 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Sequence
+from typing import Literal, overload
 
 import torch
 
 from ._grid import StepGrid, time_tensors
 from .brownian import BrownianGrid, BrownianPath, _ChunkedBrownian
 from .sde import FlippedProblem, Problem, _check_state, _Packer
-from .solvers import ode_solver, sde_solver
-from .solvers.base import SDESolver
+from .solvers import ButcherTableau, ode_solver, sde_solver
+from .solvers.base import ODESolver, SDESolver
 from .strategy import AdjointStrategy, ODESolve, SDESolve, check_strategy
 
 __all__ = ["sdeint", "odeint"]
@@ -66,7 +67,11 @@ def _check_ts(ts) -> list[float]:
     return values
 
 
-def _check_positive(name: str, value, allow_none: bool = True):
+@overload
+def _check_positive(name: str, value, allow_none: Literal[False]) -> float: ...
+@overload
+def _check_positive(name: str, value, allow_none: bool = True) -> float | None: ...
+def _check_positive(name: str, value, allow_none: bool = True) -> float | None:
     if value is None:
         if allow_none:
             return None
@@ -357,7 +362,7 @@ def sdeint(
     y0,
     ts,
     *,
-    method="euler",
+    method: str | SDESolver = "euler",
     dt: float | None = None,
     bm=None,
     adaptive: bool = False,
@@ -491,7 +496,7 @@ def odeint(
     y0,
     ts,
     *,
-    method="dopri5",
+    method: str | ODESolver | ButcherTableau = "dopri5",
     rtol: float = 1e-6,
     atol: float = 1e-8,
     dt: float | None = None,

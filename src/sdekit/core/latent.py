@@ -15,6 +15,8 @@ Stratonovich SDEs: the Ito-Stratonovich correction depends on ``g`` only and can
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 __all__: list[str] = []
@@ -28,6 +30,8 @@ def _safe_divide(num: torch.Tensor, den: torch.Tensor, eps: float = 1e-7) -> tor
 
 class _LogqpMixin:
     """The augmented SDE on ``(y, l)``: ``dl = 1/2 |u|^2 dt`` with no noise."""
+
+    base: Any  # the user's SDE, duck-typed: f, g, h, noise_type, sde_type
 
     def _setup(self, sde) -> None:
         self.noise_type = sde.noise_type

@@ -43,6 +43,9 @@ def check_names(names) -> dict[str, str]:
 class _Renamed:
     """The contract's methods looked up under the user's names; everything else from the object."""
 
+    noise_type: str | None  # set by _bind (object.__setattr__: also past nn.Module's attribute hooks)
+    sde_type: str | None
+
     def _bind(self, sde, names: dict[str, str]) -> None:
         object.__setattr__(self, "noise_type", getattr(sde, "noise_type", None))
         object.__setattr__(self, "sde_type", getattr(sde, "sde_type", None))

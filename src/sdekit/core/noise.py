@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import overload
 
 import torch
 
@@ -44,7 +45,11 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 15)
 
 
-def normalize_seed(seed, batch: int | None, name: str = "seed"):
+@overload
+def normalize_seed(seed: None | int, batch: int | None, name: str = "seed") -> int: ...
+@overload
+def normalize_seed(seed: object, batch: int | None, name: str = "seed") -> int | torch.Tensor: ...
+def normalize_seed(seed, batch: int | None, name: str = "seed") -> int | torch.Tensor:
     """Return ``int`` for one seed or a 1-D int64 CPU tensor for per-sample seeds.
 
     Raises:

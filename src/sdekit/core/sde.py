@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import torch
 
@@ -272,11 +273,39 @@ def _matvec(g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.matmul(g, v.unsqueeze(-1)).squeeze(-1)
 
 
+class _ProblemLike(Protocol):
+    """What :class:`FlippedProblem` reads from the problem it reverses: a :class:`Problem`, or another
+    system with the same interface (the continuous adjoint's ``AdjointSDE``)."""
+
+    @property
+    def noise_type(self) -> str: ...
+    @property
+    def sde_type(self) -> str: ...
+    @property
+    def brownian_shape(self) -> Any: ...
+    @property
+    def state_shape(self) -> tuple[int, ...]: ...
+    @property
+    def prod(self) -> Callable | None: ...
+    @property
+    def dtype(self) -> torch.dtype: ...
+    @property
+    def device(self) -> torch.device: ...
+    @property
+    def f(self) -> Callable[..., Any]: ...
+    @property
+    def g(self) -> Callable[..., Any]: ...
+    @property
+    def g_prod(self) -> Callable[..., Any]: ...
+    @property
+    def gdg_prod(self) -> Callable[..., Any]: ...
+
+
 class FlippedProblem:
     """The same problem in reversed time ``s = -t`` (drift negated, Brownian path reflected), so
     solvers only ever step forward."""
 
-    def __init__(self, problem: Problem) -> None:
+    def __init__(self, problem: _ProblemLike) -> None:
         self.base = problem
         self.noise_type = problem.noise_type
         self.sde_type = problem.sde_type

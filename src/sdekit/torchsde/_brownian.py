@@ -24,6 +24,7 @@ import math
 import struct
 import warnings
 from collections import OrderedDict
+from typing import Literal, overload
 
 import torch
 
@@ -52,6 +53,11 @@ def _bits(t: float) -> int:
 class BaseBrownian:
     """What torchsde's solvers ask of a Brownian motion: ``__call__(ta, tb=None, return_U=False,
     return_A=False)`` and the properties ``shape``, ``dtype``, ``device``, ``levy_area_approximation``."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        # Every subclass defines it; AttributeError (not NotImplementedError) keeps hasattr() as before.
+        raise AttributeError(f"{type(self).__name__} does not define shape")
 
     def __call__(self, ta, tb=None, return_U: bool = False, return_A: bool = False):
         raise NotImplementedError
@@ -130,7 +136,7 @@ class BrownianInterval(BaseBrownian):
                                 cache_size=4096 if cache_size is None else max(int(cache_size), 1))
         self._span = span
         self._need_U = self._have_H or self._conditioned
-        self._points: OrderedDict[float, tuple] = OrderedDict()
+        self._points: OrderedDict[float, tuple[torch.Tensor, torch.Tensor | None]] = OrderedDict()
         if self._conditioned:
             BT, UT = self._path(t0, t0 + span, return_U=True)
             HB = UT / span - 0.5 * BT
@@ -155,7 +161,7 @@ class BrownianInterval(BaseBrownian):
                 f"{self._levy!r})")
 
     # -- values ---------------------------------------------------------------------------------
-    def _point(self, t: float):
+    def _point(self, t: float) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(W(t) - W(t0), int_t0^t (W_s - W_t0) ds)`` of the free path, from a small cache: solvers and
         the tests query each time as the end of one interval and the start of the next."""
         hit = self._points.get(t)
@@ -172,7 +178,7 @@ class BrownianInterval(BaseBrownian):
         """``(W, U)`` over ``[ta, tb]`` (``U`` None without a space-time area), in the inner shape."""
         (Wa, Ia), (Wb, Ib) = self._point(ta), self._point(tb)
         W = Wb - Wa
-        U = Ib - Ia - (tb - ta) * Wa if self._need_U else None
+        U = Ib - Ia - (tb - ta) * Wa if Ia is not None and Ib is not None else None  # with self._need_U
         if self._conditioned:
             T = self._span
             a, b, h = (ta - self._t0) / T, (tb - self._t0) / T, tb - ta
@@ -180,6 +186,7 @@ class BrownianInterval(BaseBrownian):
             W = W - (b - a) * self._W_shift - 6 * (b * (1 - b) - a * (1 - a)) * self._H_shift
             int_lin = 0.5 * h * h / T  # int (s(u) - s(ta)) du
             int_phi = 6 * T * ((b * b - a * a) / 2 - (b**3 - a**3) / 3 - a * (1 - a) * (b - a))
+            assert U is not None  # a conditioned path tracks the area (_need_U)
             U = U - int_lin * self._W_shift - int_phi * self._H_shift
         return W, (U if self._have_H else None)
 
@@ -211,7 +218,7 @@ class BrownianInterval(BaseBrownian):
             return self._t1
         return t
 
-    def _query(self, ta, tb, return_U: bool, return_A: bool):
+    def _query(self, ta, tb, return_U: bool, return_A: bool) -> torch.Tensor | tuple[torch.Tensor | None, ...]:
         ta, tb = float(ta), float(tb)
         if ta > tb:
             raise RuntimeError(f"Query times ta={ta:.3f} and tb={tb:.3f} must respect ta <= tb.")
@@ -226,6 +233,7 @@ class BrownianInterval(BaseBrownian):
             A = None
             if self._have_A and return_A:  # drawn only when asked for (it costs an m x m draw)
                 h = tb - ta
+                assert U is not None  # davie / foster imply the space-time area
                 A = self._levy_area(W, U / h - 0.5 * W, h, ta, tb)
             W = W.reshape(self._size)
             U = U.reshape(self._size) if U is not None else None
@@ -233,7 +241,14 @@ class BrownianInterval(BaseBrownian):
             return (W, U, A) if return_A else (W, U)
         return (W, A) if return_A else W
 
-    def __call__(self, ta, tb=None, return_U: bool = False, return_A: bool = False):
+    @overload
+    def __call__(self, ta, tb=None, return_U: Literal[False] = False, return_A: Literal[False] = False
+                 ) -> torch.Tensor: ...
+    @overload
+    def __call__(self, ta, tb=None, return_U: bool = False, return_A: bool = False
+                 ) -> torch.Tensor | tuple[torch.Tensor | None, ...]: ...
+    def __call__(self, ta, tb=None, return_U: bool = False, return_A: bool = False
+                 ) -> torch.Tensor | tuple[torch.Tensor | None, ...]:
         """``W(tb) - W(ta)``; with ``return_U`` also ``int_ta^tb (W_s - W_ta) ds``, with ``return_A`` the
         Levy area approximation. ``bm(t)`` alone is ``W(t) - W(t0)`` (torchsde warns that this is slower;
         here it is not, so it does not warn)."""
@@ -254,6 +269,8 @@ class ReverseBrownian(BaseBrownian):
         self.base_brownian = base_brownian
 
     def __call__(self, ta, tb=None, return_U: bool = False, return_A: bool = False):
+        if tb is None:
+            raise TypeError("ReverseBrownian is queried on intervals: call it as rev(ta, tb)")
         return self.base_brownian(-tb, -ta, return_U=return_U, return_A=return_A)
 
     def __repr__(self) -> str:
@@ -273,10 +290,9 @@ class _PointQueries(BaseBrownian):
     _w0: torch.Tensor
 
     def __call__(self, t, tb=None, return_U: bool = False, return_A: bool = False):
-        out = self._interval(t, tb, return_U=return_U, return_A=return_A)
         if tb is None and not return_U and not return_A:
-            out = out + self._w0
-        return out
+            return self._interval(t) + self._w0
+        return self._interval(t, tb, return_U=return_U, return_A=return_A)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(interval={self._interval})"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import torch
 
@@ -65,6 +66,9 @@ class _Completed:
     """``f`` and ``g`` (and ``g_prod``, ``h`` where the object has them) from whichever methods the
     object defines; ``g`` from a ``g_prod`` alone is assembled column by column."""
 
+    noise_type: str  # set by _complete (object.__setattr__: also past nn.Module's attribute hooks)
+    sde_type: str
+
     def _complete(self, sde, m: int | None) -> None:
         object.__setattr__(self, "noise_type", sde.noise_type)
         object.__setattr__(self, "sde_type", sde.sde_type)
@@ -89,6 +93,7 @@ class _Completed:
             if f_and_g is not None:
                 f = lambda t, y: f_and_g(t, y)[0]  # noqa: E731
             else:
+                assert f_and_g_prod is not None  # checked above: f, f_and_g or f_and_g_prod is defined
                 f = lambda t, y: f_and_g_prod(t, y, self._zero_noise(y, m))[0]  # noqa: E731
         for name, method in (("f", f), ("g", g), ("g_prod", g_prod), ("h", h)):
             if method is not None:
@@ -106,6 +111,7 @@ class _Completed:
                 return g_prod(t, y, torch.ones_like(y))
             if noise_type == "scalar":
                 return g_prod(t, y, y.new_ones(*y.shape[:-1], 1)).unsqueeze(-1)
+            assert m is not None  # general / additive noise without m raised in _complete
             eye = torch.eye(m, dtype=y.dtype, device=y.device)
             return torch.stack([g_prod(t, y, eye[j].expand(*y.shape[:-1], m)) for j in range(m)], dim=-1)
 
@@ -148,6 +154,14 @@ class _Logqp:
 
     The diffusion computed inside ``f`` is reused by ``g`` when a solver asks for both at the same
     ``(t, y)`` objects (Euler, midpoint, Heun do), so each step evaluates ``g`` once, as torchsde does."""
+
+    noise_type: str  # set by _setup (object.__setattr__: also past nn.Module's attribute hooks)
+    sde_type: str
+    _last: tuple | None
+
+    def _base(self) -> Any:
+        """The wrapped SDE (the subclasses return their ``base``)."""
+        raise NotImplementedError
 
     def _setup(self, sde) -> None:
         for name in ("f", "g", "h"):
@@ -214,7 +228,8 @@ class _Stateful(SDESolver):
     (``extra=True``)."""
 
     def __init__(self, inner: SDESolver, initial) -> None:
-        self.inner, self.initial, self.last = inner, initial, None
+        self.inner, self.initial = inner, initial
+        self.last: tuple | None = None
         for attr in ("name", "sde_type", "noise_types", "strong_order", "additive_strong_order", "weak_order",
                      "levy_area"):
             setattr(self, attr, getattr(inner, attr))
@@ -273,7 +288,7 @@ def _prepare(sde, y0, ts, bm, method, adaptive, options, names, logqp):
     sde = _complete(sde, bm)
     if logqp:
         sde, y0 = _with_logqp(sde, y0)
-    return sde, y0, times, method, solver, options
+    return sde, y0, times, method, solver, options, noise_type
 
 
 def _check_method(method: str, noise_type: str, sde_type: str, bm) -> None:
@@ -352,13 +367,17 @@ def sdeint(sde, y0: torch.Tensor, ts, bm=None, method: str | None = None, dt=1e-
     """
     _warn_unused(unused_kwargs, "sdeint")
     _no_grad(ts=ts, dt=dt, rtol=rtol, atol=atol, dt_min=dt_min)
-    sde, y0, times, method, solver, _ = _prepare(sde, y0, ts, bm, method, adaptive, options, names, logqp)
+    sde, y0, times, method, solver, _, _ = _prepare(sde, y0, ts, bm, method, adaptive, options, names, logqp)
     stateful = None
     if extra or extra_solver_state is not None:
         stateful = solver = _Stateful(solver, extra_solver_state)
     out = _sdeint(sde, y0, times, method=solver, dt=_step_size(times, _number(dt), adaptive), bm=bm,
                   adaptive=adaptive, rtol=_number(rtol), atol=_number(atol), dt_min=_number(dt_min))
-    return _returns(out, logqp, extra, tuple(stateful.last) if stateful is not None else ())
+    state = ()
+    if stateful is not None:
+        assert stateful.last is not None  # set by init() when the solve starts
+        state = tuple(stateful.last)
+    return _returns(out, logqp, extra, state)
 
 
 def _adjoint_method(forward: str, adjoint_method: str | None, noise_type: str, options: dict):
@@ -414,7 +433,8 @@ def sdeint_adjoint(sde, y0: torch.Tensor, ts, bm=None, method: str | None = None
              dt_min=dt_min)
     params = tuple(sde.parameters()) if adjoint_params is None else tuple(adjoint_params)
     params = tuple(p for p in params if p.requires_grad)
-    sde, y0, times, method, solver, options = _prepare(sde, y0, ts, bm, method, adaptive, options, names, logqp)
+    sde, y0, times, method, solver, options, noise_type = _prepare(sde, y0, ts, bm, method, adaptive, options, names,
+                                                                   logqp)
     adjoint_options = {} if adjoint_options is None else dict(adjoint_options)
     if method == METHODS.reversible_heun and adjoint_method in (None, METHODS.adjoint_reversible_heun):
         if adaptive or adjoint_adaptive:
@@ -426,7 +446,7 @@ def sdeint_adjoint(sde, y0: torch.Tensor, ts, bm=None, method: str | None = None
             raise ValueError(f"adjoint_method='{METHODS.adjoint_reversible_heun}' needs "
                              f"method='{METHODS.reversible_heun}', got method={method!r}")
         strategy = ContinuousAdjoint(
-            _adjoint_method(method, adjoint_method, sde.noise_type, adjoint_options),
+            _adjoint_method(method, adjoint_method, noise_type, adjoint_options),
             adaptive=adjoint_adaptive, rtol=float(_number(adjoint_rtol)), atol=float(_number(adjoint_atol)),
             dt_min=float(_number(dt_min)), params=params)
     out = _sdeint(sde, y0, times, method=solver, dt=_step_size(times, _number(dt), adaptive), bm=bm,

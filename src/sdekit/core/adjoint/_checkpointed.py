@@ -193,7 +193,8 @@ def _checkpointed_ode(func, solver: ODESolver, y0, ts_list, *, rtol, atol, dt, d
     else:
         grid = StepGrid(ts_s, dt)
         saves = grid.saves
-    fsal = getattr(solver, "tableau", None) is not None and solver.tableau.fsal and solver.adaptive
+    tableau = getattr(solver, "tableau", None)
+    fsal = tableau is not None and tableau.fsal and solver.adaptive
     state0 = func_s(t_of([grid[0]])[0], y0) if fsal else ()
 
     def step(k, t0, t1, y, state):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -266,7 +267,7 @@ class _SnapToGrid:
 
 @dataclass
 class _ODESpec:
-    func: object
+    func: Callable
     solver: ODESolver
     ts: list
     rtol: float
