@@ -24,7 +24,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks examples docs
-	$(VENV)/bin/pyright
+	$(VENV)/bin/pyright -p .
 
 # The documentation site (mkdocs-material + mkdocstrings) into site/; --strict: any warning fails,
 # including a broken reference, an undocumented public name or a docstring naming a missing object.
