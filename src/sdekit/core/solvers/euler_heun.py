@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .base import SDESolver
+from .sde_solvers import Heun
 
 
-class EulerHeun(SDESolver):
+class EulerHeun(Heun):
     """Euler-Heun: an Euler step for the drift, the trapezoidal rule for the diffusion (Stratonovich).
 
     ``y' = y0 + g(t0, y0) dW``;
@@ -21,14 +21,7 @@ class EulerHeun(SDESolver):
     Anal. 19(3), 1982.
     """
 
-    name = "euler_heun"
-    sde_type = "stratonovich"
-    strong_order = 0.5
-    additive_strong_order = 1.0
-    weak_order = 1.0
-
-    def order_for(self, noise_type: str) -> float:
-        return 0.5 if noise_type == "general" else 1.0
+    name = "euler_heun"   # Heun's declarations: Stratonovich, the same orders per noise type
 
     def step(self, problem, t0, t1, y0, dW, state):
         g0 = problem.g_prod(t0, y0, dW)
