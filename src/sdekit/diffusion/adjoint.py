@@ -296,15 +296,21 @@ def _check_grid(schedule, grid: list) -> list:
     return points
 
 
+def _tensors(obj, floating_only: bool = False) -> list:
+    """The tensors in a (nested) tuple / list / dataclass, in a fixed order (floating-point ones only with
+    ``floating_only``): the one walk over sampler states and the backward pass's working set."""
+    if isinstance(obj, torch.Tensor):
+        return [obj] if obj.is_floating_point() or not floating_only else []
+    if isinstance(obj, (tuple, list)):
+        return [t for o in obj for t in _tensors(o, floating_only)]
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return [t for f in fields(obj) for t in _tensors(getattr(obj, f.name), floating_only)]
+    return []
+
+
 def _tensor_bytes(obj) -> int:
     """Total bytes of the tensors in a (nested) tuple / list / dataclass."""
-    if isinstance(obj, torch.Tensor):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, (tuple, list)):
-        return sum(_tensor_bytes(o) for o in obj)
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return sum(_tensor_bytes(getattr(obj, f.name)) for f in fields(obj))
-    return 0
+    return sum(t.numel() * t.element_size() for t in _tensors(obj))
 
 
 @dataclass
@@ -440,14 +446,8 @@ class _AdjointDEISFunction(torch.autograd.Function):
 # The transposed sampler: one vector-Jacobian product of each step the sampler took
 # --------------------------------------------------------------------------------------------
 def _state_tensors(state) -> list:
-    """The floating-point tensors of a sampler state (tuples, lists, dataclasses), in a fixed order."""
-    if isinstance(state, torch.Tensor):
-        return [state] if state.is_floating_point() else []
-    if isinstance(state, (tuple, list)):
-        return [t for s in state for t in _state_tensors(s)]
-    if is_dataclass(state) and not isinstance(state, type):
-        return [t for f in fields(state) for t in _state_tensors(getattr(state, f.name))]
-    return []
+    """The floating-point tensors of a sampler state, in the order :func:`_state_leaves` makes leaves of them."""
+    return _tensors(state, floating_only=True)
 
 
 def _state_leaves(state, leaves: list):
