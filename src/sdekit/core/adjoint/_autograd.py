@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .._autodiff import jvp as jvp  # re-exported: the solvers use it too, so it lives in core._autodiff
+
 
 def vjp(outputs, inputs, cotangents, *, create_graph: bool = False, retain_graph: bool | None = None):
     """Vector-Jacobian products of ``outputs`` (tensor or tuple) in ``inputs``; zeros where unused."""
@@ -25,16 +27,4 @@ def unflat(vector: torch.Tensor, like) -> list[torch.Tensor]:
         out.append(vector[i:i + n].view_as(p))
         i += n
     return out
-
-
-def jvp(out: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``(d out / d y) v`` by the double-vjp trick, differentiable in ``y`` and parameters."""
-    if not out.requires_grad:
-        return torch.zeros_like(out)
-    u = torch.zeros_like(out, requires_grad=True)
-    (w,) = torch.autograd.grad(out, y, u, create_graph=True, allow_unused=True)
-    if w is None:
-        return torch.zeros_like(out)
-    (j,) = torch.autograd.grad(w, u, v, create_graph=True, allow_unused=True)
-    return torch.zeros_like(out) if j is None else j
 

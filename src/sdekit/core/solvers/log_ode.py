@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .._autodiff import jvp
 from .base import SDESolver
-
-
-def _directional(g_col: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``(d g_col / d y) v`` by the double vector-Jacobian product, differentiable in ``y``."""
-    if not g_col.requires_grad:
-        return torch.zeros_like(g_col)
-    u = torch.zeros_like(g_col, requires_grad=True)
-    (w,) = torch.autograd.grad(g_col, y, u, create_graph=True, allow_unused=True)
-    if w is None:
-        return torch.zeros_like(g_col)
-    (out,) = torch.autograd.grad(w, u, v, create_graph=torch.is_grad_enabled(), allow_unused=True)
-    return torch.zeros_like(g_col) if out is None else out
 
 
 class LogODE(SDESolver):
@@ -69,6 +58,7 @@ class LogODE(SDESolver):
             y = y_mid if y_mid.requires_grad else y_mid.detach().requires_grad_(True)
             g = problem.g(t_mid, y)  # (*S, d, m)
             gA = torch.matmul(g, A)  # column l: sum_k g_k A_kl
-            bracket = sum(_directional(g[..., col], y, gA[..., col]) for col in range(g.shape[-1]))
+            keep = torch.is_grad_enabled()
+            bracket = sum(jvp(g[..., col], y, gA[..., col], create_graph=keep) for col in range(g.shape[-1]))
         y1 = y1 + problem.prod(g, W) + bracket
         return y1, state
