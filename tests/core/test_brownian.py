@@ -156,3 +156,30 @@ def test_per_sample_seeded_grid_does_not_depend_on_batch_or_chunk_size():
         torch.testing.assert_close(small.increment(k)[0], big.increment(k)[19999], rtol=0, atol=0)
         torch.testing.assert_close(small.increment(k, return_U=True)[1][1], big.increment(k, return_U=True)[1][7],
                                    rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("seed", [3, [11, 12, 13]])
+@pytest.mark.parametrize("levy_area", [None, "space-time"])
+def test_brownian_grid_gives_the_same_numbers_in_every_order_of_requests(seed, levy_area, monkeypatch):
+    # A forward pass streams blocks; backward and random requests regenerate whole chunks. Small
+    # block and chunk sizes put every kind of boundary (block, chunk, grid end) inside 23 steps.
+    monkeypatch.setattr(BrownianGrid, "_BLOCK_NUMBERS", 3 * 12)
+    monkeypatch.setattr(BrownianGrid, "_CHUNK_NUMBERS", 7 * 12)
+    times = torch.linspace(0, 1, 24, dtype=F64) ** 2
+
+    def make():
+        return BrownianGrid(times, (3, 4), seed=seed, dtype=F64, levy_area=levy_area)
+
+    grid = make()
+    assert (grid.block, grid.chunk) == (3, 6)  # 23 steps: blocks and chunks end inside the grid
+    want = [grid.increment(k, return_U=bool(levy_area)) for k in range(len(grid))]
+    orders = [list(reversed(range(23))), [5, 0, 22, 6, 7, 1, 13, 12, 11, 3, 4, 2, 8, 9, 10, 14, 15, 16, 17, 18, 19,
+                                          20, 21]]
+    for order in orders:
+        other = make()
+        for k in order:
+            got = other.increment(k, return_U=bool(levy_area))
+            for a, b in zip(got if levy_area else [got], want[k] if levy_area else [want[k]]):
+                assert torch.equal(a, b), (order, k)
+    with pytest.raises(IndexError, match="k=23"):
+        make().increment(23)

@@ -8,8 +8,9 @@ convention, so a ``torchsde.BrownianInterval`` works as well).
 * :class:`BrownianPath` is queryable on any interval, deterministic in its seed and independent of the
   order of queries: the path is a dyadic Brownian-bridge tree whose every node draws its noise from a
   key of its own.
-* :class:`BrownianGrid` holds increments on a fixed time grid, generated in seeded chunks: the fast
-  source for non-adaptive solves.
+* :class:`BrownianGrid` holds increments on a fixed time grid, drawn from keyed chunks: a forward
+  pass streams them block by block (the fast source for non-adaptive solves), any other order of
+  requests regenerates a chunk by the same draws.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Literal, overload
 
 import torch
 
-from .noise import mix64, normalize_seed, standard_normal
+from .noise import keyed_generator, mix64, next_normal, normalize_seed, standard_normal
 
 _RSQRT3 = 1.0 / math.sqrt(3.0)
 
@@ -248,8 +249,13 @@ class BrownianPath:
 class BrownianGrid:
     """Brownian increments on a fixed time grid, the fast source for non-adaptive solves.
 
-    Increments are generated in chunks of consecutive steps, each chunk from a key of its own, so any
-    step can be regenerated on demand and memory stays bounded however many steps there are.
+    The grid is cut into chunks of consecutive steps and each chunk into blocks of a few steps (as
+    many as fill about 256 KiB). With one integer seed each chunk has a generator keyed by
+    ``(seed, chunk)`` whose successive draws are the chunk's blocks; with per-sample seeds every step
+    has a key of its own. A forward pass streams the blocks as it reaches them, as cheap as a
+    hand-written ``randn`` per step and warm in cache; any other order of requests regenerates the
+    whole chunk by the same draws, hence the same numbers, so memory stays bounded however many
+    steps there are.
 
     Arguments:
         times: the grid, a strictly monotone 1-D sequence or tensor of at least two times.
@@ -260,6 +266,9 @@ class BrownianGrid:
         levy_area: ``None`` or ``"space-time"`` (then ``bm(ta, tb, return_U=True)`` works for
             single grid steps).
     """
+
+    _BLOCK_NUMBERS = 1 << 16  # numbers per draw (256 KiB in float32): bigger draws fall out of cache
+    _CHUNK_NUMBERS = 1 << 22  # at most this many numbers in a regenerated chunk (16 MiB in float32)
 
     def __init__(self, times, shape, *, seed=None, dtype=None, device=None, levy_area=None) -> None:
         times = torch.as_tensor(times, dtype=torch.float64).detach().cpu().flatten()
@@ -277,37 +286,57 @@ class BrownianGrid:
         self.seed = normalize_seed(seed, self.shape[0])
         self.times = times
         self._grid = times.tolist()
+        self._n = len(self._grid) - 1
         self._index = {t: i for i, t in enumerate(self._grid)}
         self._abs_steps = steps.abs()
-        numel = math.prod(self.shape)
-        self.chunk = int(max(1, min(256, (1 << 22) // max(numel, 1))))
-        self._chunk_id = -1
+        numel = max(math.prod(self.shape), 1)
+        self.block = int(max(1, min(256, self._BLOCK_NUMBERS // numel)))
+        self.chunk = self.block * max(1, min(256, self._CHUNK_NUMBERS // numel) // self.block)
+        self._chunk_id = -1  # the regenerated chunk held in _W, _U
         self._W: tuple[torch.Tensor, ...] = ()
         self._U: tuple[torch.Tensor, ...] | None = None
+        # The forward stream: the next step it serves, its current block and the chunk's generators.
+        self._stream_k, self._stream_lo = -1, 0
+        self._sW: tuple[torch.Tensor, ...] = ()
+        self._sU: tuple[torch.Tensor, ...] | None = None
+        self._gens: tuple[torch.Generator, ...] = ()
 
     def __len__(self) -> int:
-        return len(self._grid) - 1
+        return self._n
+
+    def _block(self, lo: int, gens) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...] | None]:
+        # The block of steps starting at step lo: the next draws of the chunk's generators, or each
+        # step's own keys (per-sample seeds).
+        n = min(lo + self.block, self._n) - lo
+        shape = (n, *self.shape)
+        if isinstance(self.seed, int):
+            Z = next_normal(gens[0], shape, self.dtype, self.device)
+            H = next_normal(gens[1], shape, self.dtype, self.device) if self.levy_area else None
+        else:
+            Z = torch.stack([standard_normal(self.seed, 2 * k, self.shape, self.dtype, self.device)
+                             for k in range(lo, lo + n)])
+            H = torch.stack([standard_normal(self.seed, 2 * k + 1, self.shape, self.dtype, self.device)
+                             for k in range(lo, lo + n)]) if self.levy_area else None
+        dt = self._abs_steps[lo:lo + n].to(self.dtype).to(self.device).reshape(n, *([1] * len(self.shape)))
+        W = Z.mul_(dt.sqrt())  # in place on the fresh draws
+        if H is None:
+            return W.unbind(0), None
+        # U = int_s^t (W_r - W_s) dr = dt (W / 2 + H), H ~ N(0, dt / 12) the space-time Levy area.
+        U = (0.5 * W + H.mul_((dt / 12.0).sqrt())).mul_(dt)
+        return W.unbind(0), U.unbind(0)
+
+    def _generators(self, chunk_id: int) -> tuple[torch.Generator, ...]:
+        if not isinstance(self.seed, int):
+            return ()
+        return tuple(keyed_generator(self.seed, 2 * chunk_id + s) for s in range(2 if self.levy_area else 1))
 
     def _load(self, chunk_id: int) -> None:
         lo = chunk_id * self.chunk
-        hi = min(lo + self.chunk, len(self))
-        n = hi - lo
-        scale = self._abs_steps[lo:hi].to(self.dtype).to(self.device).reshape(n, *([1] * len(self.shape)))
-        # In place on the fresh draws: the same values, without a second chunk-sized allocation.
-        W = self._draw(chunk_id, lo, n, stream=0).mul_(scale.sqrt())
-        self._W = W.unbind(0)
-        if self.levy_area:
-            H = self._draw(chunk_id, lo, n, stream=1).mul_((scale / 12.0).sqrt())
-            self._U = (scale * (0.5 * W + H)).unbind(0)
+        gens = self._generators(chunk_id)
+        blocks = [self._block(b, gens) for b in range(lo, min(lo + self.chunk, self._n), self.block)]
+        self._W = tuple(W for Ws, _ in blocks for W in Ws)
+        self._U = tuple(U for _, Us in blocks for U in Us) if self.levy_area else None  # type: ignore[union-attr]
         self._chunk_id = chunk_id
-
-    def _draw(self, chunk_id: int, lo: int, n: int, stream: int) -> torch.Tensor:
-        if isinstance(self.seed, int):
-            return standard_normal(self.seed, 2 * chunk_id + stream, (n, *self.shape), self.dtype, self.device)
-        # Per-sample seeds: one key per grid step, so a sample's noise depends neither on the batch
-        # size nor on the chunk size (which is derived from the whole shape).
-        return torch.stack([standard_normal(self.seed, 2 * k + stream, self.shape, self.dtype, self.device)
-                            for k in range(lo, lo + n)])
 
     @overload
     def increment(self, k: int, return_U: Literal[False] = False) -> torch.Tensor: ...
@@ -317,15 +346,33 @@ class BrownianGrid:
     def increment(self, k: int, return_U: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
     def increment(self, k: int, return_U: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The increment over grid step ``k`` (from ``times[k]`` to ``times[k + 1]``)."""
-        chunk_id = k // self.chunk
+        if return_U and not self.levy_area:
+            raise ValueError("return_U=True needs levy_area='space-time' on the BrownianGrid")
+        if k == self._stream_k or (k % self.chunk == 0 and k // self.chunk != self._chunk_id and 0 <= k < self._n):
+            return self._stream(k, return_U)
+        if not 0 <= k < self._n:
+            raise IndexError(f"step k={k} is outside the grid's {self._n} steps")
+        chunk_id, j = divmod(k, self.chunk)
         if chunk_id != self._chunk_id:
             self._load(chunk_id)
-        j = k - chunk_id * self.chunk
         if return_U:
-            if self._U is None:
-                raise ValueError("return_U=True needs levy_area='space-time' on the BrownianGrid")
+            assert self._U is not None
             return self._W[j], self._U[j]
         return self._W[j]
+
+    def _stream(self, k: int, return_U: bool):
+        # Step k of a forward pass: the next step of the stream, or the first of a chunk to stream.
+        j = k - self._stream_lo
+        if k != self._stream_k or j == len(self._sW):
+            if k % self.chunk == 0:
+                self._gens = self._generators(k // self.chunk)
+            self._sW, self._sU = self._block(k, self._gens)
+            self._stream_lo, j = k, 0
+        self._stream_k = k + 1 if k + 1 < self._n else -1
+        if return_U:
+            assert self._sU is not None
+            return self._sW[j], self._sU[j]
+        return self._sW[j]
 
     def _locate(self, t, name: str) -> int:
         t = float(t)

@@ -85,10 +85,23 @@ def standard_normal(seed, key: int, shape: tuple[int, ...], dtype: torch.dtype, 
         key: a non-negative integer naming the request (a tree node, a chunk index ...).
     """
     if isinstance(seed, int):
-        gen = torch.Generator(device="cpu").manual_seed(mix64(seed, key))
-        out = torch.randn(shape, generator=gen, dtype=dtype if dtype == torch.float64 else torch.float32)
-        return out.to(device=device, dtype=dtype)
+        return next_normal(keyed_generator(seed, key), shape, dtype, device)
     return _hashed_normal(seed, key, shape, dtype, device)
+
+
+def keyed_generator(seed: int, key: int) -> torch.Generator:
+    """A CPU generator determined by ``(seed, key)``: successive :func:`next_normal` draws from it
+    form a stream that can be regenerated from its start at any time."""
+    return torch.Generator(device="cpu").manual_seed(mix64(seed, key))
+
+
+def next_normal(gen: torch.Generator, shape: tuple[int, ...], dtype: torch.dtype, device) -> torch.Tensor:
+    """The next standard normal tensor of ``shape`` from ``gen`` (drawn on the CPU in float64 for
+    float64 and in float32 otherwise, then moved, so the numbers are the same on every device)."""
+    out = torch.randn(shape, generator=gen, dtype=dtype if dtype == torch.float64 else torch.float32)
+    if out.dtype == dtype and (device is None or torch.device(device).type == "cpu"):
+        return out
+    return out.to(device=device, dtype=dtype)
 
 
 def _hashed_normal(seeds: torch.Tensor, key: int, shape, dtype, device) -> torch.Tensor:
