@@ -1,0 +1,11 @@
+"""Editing and restoration with a trained diffusion model (layer 3, above :mod:`sdekit.diffusion`).
+
+* SDEdit (Meng et al. 2022), inpainting by replacement, Cycle-SDE inversion and reconstruction and SDE-Drag
+  (Nie et al. 2024, "The Blessing of Randomness: SDE Beats ODE in General Diffusion-based Image Editing").
+* Multiplicative-noise removal in the log domain (see :mod:`sdekit.editing.speckle`).
+
+Every function runs the diffusion layer's samplers through :func:`sdekit.diffusion.sample`; none has a time
+loop of its own.
+"""
+
+__all__: list[str] = []
