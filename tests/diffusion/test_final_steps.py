@@ -12,6 +12,8 @@ error against the probability-flow ODE and the share of samples far off the data
 On EDM's Karras grid the third-order methods are not there yet: they throw 10-20% of the samples off the
 data at 15 steps, on steps 11-13 of 15 (log-SNR steps near 1 where the samples settle into the
 components), whatever the order of the last steps; see ``test_third_order_on_the_karras_grid_at_15_steps``.
+k-diffusion's deterministic 3M (``dpmpp_3m_sde``, ``eta = 0``) on the same grid does the same or worse
+(48% at 10 steps, 15% at 12, 2.4% at 15; ``benchmarks/results/karras_third_order.md``).
 """
 
 from __future__ import annotations
