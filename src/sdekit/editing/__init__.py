@@ -8,4 +8,8 @@ Every function runs the diffusion layer's samplers through :func:`sdekit.diffusi
 loop of its own.
 """
 
-__all__: list[str] = []
+from .cycle import Inversion, RecordedNoise, invert, reconstruct
+from .inpaint import inpaint
+from .sdedit import sdedit
+
+__all__: list[str] = ["sdedit", "inpaint", "invert", "reconstruct", "Inversion", "RecordedNoise"]
