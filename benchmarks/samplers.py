@@ -237,9 +237,16 @@ class SlicedW2:
         return float(np.sqrt(((self._sorted(a) - self._sorted(b)) ** 2).mean()))
 
 
-def rmse(x: torch.Tensor, ref: torch.Tensor) -> float:
+def endpoint_errors(x: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
+    """``(RMSE, median)``: the root mean square error over samples and coordinates, and the median over
+    samples of each sample's RMS error over its coordinates. At high NFE the RMSE is carried by the
+    few samples that start near a boundary between modes and end in the other one (their endpoint
+    is exponentially sensitive), the median by the typical sample."""
     x = x[: ref.shape[0]].to(torch.float64)
-    return float(((x - ref) ** 2).mean().sqrt()) if bool(torch.isfinite(x).all()) else math.inf
+    if not bool(torch.isfinite(x).all()):
+        return math.inf, math.inf
+    per_sample = ((x - ref) ** 2).mean(dim=-1)
+    return float(per_sample.mean().sqrt()), float(per_sample.median().sqrt())
 
 
 def fitted_order(nfes, errors) -> float | None:
@@ -309,6 +316,8 @@ class Row:
     order: float | None = None
     selection: dict = field(default_factory=dict)
     replicates: list = field(default_factory=list)     # SW2 at the selection NFE on independent draws
+    median: dict = field(default_factory=dict)   # median per-sample endpoint error (deterministic rows)
+    rmse_by_setting: dict = field(default_factory=dict)  # deterministic rows: {setting: {nfe: (RMSE, median)}}
 
 
 # -- sdekit -----------------------------------------------------------------------------------------
@@ -625,15 +634,20 @@ def evaluate(problem: Problem, rows: list[Row], sigma_max: float, select_nfe: in
         if rep:
             return metric(x), None, used
         ref = refs[min(refs, key=lambda e: abs(e - final))]
-        return (metric(x) if with_sw2 else None), rmse(x, ref), used
+        return (metric(x) if with_sw2 else None), endpoint_errors(x, ref), used
+
+    def errors_only(cand, nfe):
+        # Deterministic samplers treat samples independently: the first n_ref starts give the same endpoints.
+        x, _, final = cand.run(problem, x_T[:n_ref], nfe, seed + 100 + nfe)
+        return endpoint_errors(x, refs[min(refs, key=lambda e: abs(e - final))])
 
     for row in rows:
         t0 = time.perf_counter()
         cands = [c for c in row.candidates if c.valid is None or c.valid(select_nfe)]
         if len(cands) > 1:
             for c in cands:
-                sw2, err, _ = measure(c, select_nfe, with_sw2=row.stochastic)
-                row.selection[c.setting] = sw2 if row.stochastic else err
+                sw2, errs, _ = measure(c, select_nfe, with_sw2=row.stochastic)
+                row.selection[c.setting] = sw2 if row.stochastic else errs[0]
             best = min(cands, key=lambda c: row.selection[c.setting])
         else:
             best = cands[0]
@@ -641,12 +655,18 @@ def evaluate(problem: Problem, rows: list[Row], sigma_max: float, select_nfe: in
         for nfe in problem.nfes:
             if best.valid is not None and not best.valid(nfe):
                 continue
-            sw2, err, used = measure(best, nfe)
+            sw2, errs, used = measure(best, nfe)
             row.sw2[nfe], row.nfe[nfe] = sw2, used
             if not row.stochastic:
-                row.rmse[nfe] = err
+                row.rmse[nfe], row.median[nfe] = errs
         if select_nfe in row.sw2:
             row.replicates = [row.sw2[select_nfe]] + [measure(best, select_nfe, rep=r)[0] for r in range(1, replicates)]
+        if not row.stochastic:  # every candidate's RMSE at every NFE, for the settings chosen per NFE
+            row.rmse_by_setting[best.setting] = {k: (row.rmse[k], row.median[k]) for k in row.rmse}
+            for c in cands:
+                if c is not best:
+                    row.rmse_by_setting[c.setting] = {
+                        nfe: errors_only(c, nfe) for nfe in problem.nfes if c.valid is None or c.valid(nfe)}
         if not row.stochastic:
             row.order = fitted_order([row.nfe[k] for k in row.rmse], list(row.rmse.values()))
         reps = ", ".join(f"{v / floor:.2f}" for v in row.replicates)
@@ -676,6 +696,19 @@ def best_rows(rows, library: str):
     """The library's row with the lowest mean SW2 at the selection NFE over the draws."""
     cand = [r for r in rows if r.library == library and r.replicates and all(map(math.isfinite, r.replicates))]
     return min(cand, key=lambda r: np.mean(r.replicates)) if cand else None
+
+
+def best_error_per_nfe(rows, library: str, nfes, which: int = 0) -> dict:
+    """``{nfe: (error, "sampler, setting")}``: the library's lowest endpoint error (``which``: 0 the RMSE,
+    1 the median) at each NFE over its deterministic rows and all their candidate settings."""
+    out = {}
+    for k in nfes:
+        found = [(errs[k][which], f"{r.sampler}, {setting}") for r in rows if r.library == library
+                 and not r.stochastic for setting, errs in r.rmse_by_setting.items()
+                 if k in errs and math.isfinite(errs[k][which])]
+        if found:
+            out[k] = min(found)
+    return out
 
 
 def write_markdown(path: Path, problems, results, versions: dict, select_nfe: int, seconds: float) -> None:
@@ -733,6 +766,32 @@ def write_markdown(path: Path, problems, results, versions: dict, select_nfe: in
         else:
             cells.append("—")
         lines.append(f"| {problem.name} | " + " | ".join(cells) + " |")
+    for which, title in ((0, "RMSE"), (1, "median error")):
+        lines += ["", f"## Headline: endpoint {title} with the settings chosen per NFE", "",
+                  f"Each library's lowest endpoint {title} (deterministic samplers, the first {N_REF} samples of "
+                  "draw 0) "
+                  "at each NFE over all its samplers and candidate settings (the same rule for every library; a user "
+                  "picks the settings for the budget), and sdekit's as a ratio to the better anchor's (< 1: sdekit "
+                  "lower)."
+                  + (" The median is each sample's RMS error over its coordinates, the median over samples: the "
+                     "typical sample, where the RMSE at high NFE is carried by a few samples that start near a "
+                     "boundary between modes." if which else ""), ""]
+        for problem, _ in problems:
+            per_lib = {lib: best_error_per_nfe(results[problem.name], lib, problem.nfes, which)
+                       for lib in ("sdekit", "diffusers", "k-diffusion")}
+            lines += [f"**{problem.name}**", "",
+                      "| library | " + " | ".join(f"NFE {k}" for k in problem.nfes) + " |",
+                      "|---|" + "---|" * len(problem.nfes)]
+            for lib, best in per_lib.items():
+                if best:
+                    lines.append(f"| {lib} | " + " | ".join(
+                        f"{_fmt(best[k][0])} ({best[k][1]})" if k in best else "—" for k in problem.nfes) + " |")
+            ratios = []
+            for k in problem.nfes:
+                anchors = [per_lib[lib][k][0] for lib in ("diffusers", "k-diffusion") if k in per_lib[lib]]
+                ours = per_lib["sdekit"].get(k)
+                ratios.append(f"{ours[0] / min(anchors):.2f}x" if ours and anchors else "—")
+            lines += ["| sdekit / best anchor | " + " | ".join(ratios) + " |", ""]
     for problem, info in problems:
         rows, floor = results[problem.name], info["floor"]
         nfes = problem.nfes
@@ -901,8 +960,10 @@ def main(argv=None, prog: str | None = None) -> int:
     payload = {p.name: {"floor": info["floor"], "floor_values": info["floor_values"], "n": p.n,
                         "exact_ode_sw2": info["ode_sw2"],
                         "rows": [{"library": r.library, "sampler": r.sampler, "setting": r.chosen,
-                                  "stochastic": r.stochastic, "sw2": r.sw2, "rmse": r.rmse, "nfe": r.nfe,
-                                  "order": r.order, "selection": r.selection, "replicates": r.replicates}
+                                  "stochastic": r.stochastic, "sw2": r.sw2, "rmse": r.rmse, "median": r.median,
+                                  "nfe": r.nfe,
+                                  "order": r.order, "selection": r.selection, "replicates": r.replicates,
+                                  "rmse_by_setting": r.rmse_by_setting}
                                  for r in results[p.name]]}
                for p, info in done}
     (out / "samplers.json").write_text(json.dumps(payload, indent=1, default=str))
