@@ -9,7 +9,8 @@ extra     packages                        for
 ========  ==============================  ============================================
 data      scikit-learn                    :func:`sdekit.data.digits` (its bundled 8x8 digits)
 plots     matplotlib                      PNG figures of ``sdekit demo``, ``train``, ``sample``
-bench     torchsde, diffusers, POT        the side-by-side benchmarks in ``benchmarks/``
+imaging   scikit-image                    :mod:`sdekit.editing`'s images, PSNR/SSIM and baselines
+bench     torchsde, diffusers, POT, bm3d  the side-by-side benchmarks in ``benchmarks/``
 docs      mkdocs-material, mkdocstrings   the documentation site (``make docs``)
 all       everything above
 ========  ==============================  ============================================
@@ -25,7 +26,8 @@ __all__ = ["EXTRAS", "require"]
 EXTRAS = {
     "data": ("scikit-learn",),
     "plots": ("matplotlib",),
-    "bench": ("torchsde", "diffusers", "POT"),
+    "imaging": ("scikit-image",),
+    "bench": ("torchsde", "diffusers", "POT", "bm3d"),
     "docs": ("mkdocs", "mkdocs-material", "mkdocstrings[python]"),
 }
 
