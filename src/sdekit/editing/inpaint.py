@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
@@ -17,6 +17,24 @@ from ._checks import check_count, check_mask, check_schedule, check_state
 from ._forward import Replacing, diffuse
 
 __all__ = ["inpaint"]
+
+
+@overload
+def inpaint(model: Callable[..., torch.Tensor], schedule: Schedule, x_known: torch.Tensor, mask: torch.Tensor, *,
+            solver: str | Sampler = ..., steps: int | None = ..., timesteps: TimestepsLike = ...,
+            resample: int = ..., prediction: str | Prediction = ..., generator: torch.Generator | None = ...,
+            bm: BrownianSource | None = ..., model_kwargs: dict[str, Any] | None = ...,
+            time_input: Callable[[torch.Tensor], torch.Tensor] | None = ..., return_info: Literal[False] = ...
+            ) -> torch.Tensor: ...
+
+
+@overload
+def inpaint(model: Callable[..., torch.Tensor], schedule: Schedule, x_known: torch.Tensor, mask: torch.Tensor, *,
+            solver: str | Sampler = ..., steps: int | None = ..., timesteps: TimestepsLike = ...,
+            resample: int = ..., prediction: str | Prediction = ..., generator: torch.Generator | None = ...,
+            bm: BrownianSource | None = ..., model_kwargs: dict[str, Any] | None = ...,
+            time_input: Callable[[torch.Tensor], torch.Tensor] | None = ..., return_info: Literal[True]
+            ) -> tuple[torch.Tensor, SampleInfo]: ...
 
 
 def inpaint(model: Callable[..., torch.Tensor], schedule: Schedule, x_known: torch.Tensor, mask: torch.Tensor, *,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
@@ -16,6 +16,46 @@ from ._checks import check_schedule, check_state, check_time, grid_from
 from ._forward import diffuse
 
 __all__ = ["sdedit"]
+
+
+@overload
+def sdedit(model: Callable[..., torch.Tensor], schedule: Schedule, x_guide: torch.Tensor, t0: float, *,
+           solver: str | Sampler = ..., steps: int, timesteps: str | TimeGrid | None = ...,
+           t_end: float | None = ..., prediction: str | Prediction = ..., generator: torch.Generator | None = ...,
+           bm: BrownianSource | None = ..., model_kwargs: dict[str, Any] | None = ...,
+           time_input: Callable[[torch.Tensor], torch.Tensor] | None = ..., denoise_final: bool = ...,
+           return_info: Literal[False] = ..., return_trajectory: Literal[False] = ...
+           ) -> torch.Tensor: ...
+
+
+@overload
+def sdedit(model: Callable[..., torch.Tensor], schedule: Schedule, x_guide: torch.Tensor, t0: float, *,
+           solver: str | Sampler = ..., steps: int, timesteps: str | TimeGrid | None = ...,
+           t_end: float | None = ..., prediction: str | Prediction = ..., generator: torch.Generator | None = ...,
+           bm: BrownianSource | None = ..., model_kwargs: dict[str, Any] | None = ...,
+           time_input: Callable[[torch.Tensor], torch.Tensor] | None = ..., denoise_final: bool = ...,
+           return_info: Literal[True], return_trajectory: bool = ...
+           ) -> tuple[torch.Tensor, SampleInfo]: ...
+
+
+@overload
+def sdedit(model: Callable[..., torch.Tensor], schedule: Schedule, x_guide: torch.Tensor, t0: float, *,
+           solver: str | Sampler = ..., steps: int, timesteps: str | TimeGrid | None = ...,
+           t_end: float | None = ..., prediction: str | Prediction = ..., generator: torch.Generator | None = ...,
+           bm: BrownianSource | None = ..., model_kwargs: dict[str, Any] | None = ...,
+           time_input: Callable[[torch.Tensor], torch.Tensor] | None = ..., denoise_final: bool = ...,
+           return_info: bool = ..., return_trajectory: Literal[True]
+           ) -> tuple[torch.Tensor, SampleInfo]: ...
+
+
+@overload
+def sdedit(model: Callable[..., torch.Tensor], schedule: Schedule, x_guide: torch.Tensor, t0: float, *,
+           solver: str | Sampler = ..., steps: int, timesteps: str | TimeGrid | None = ...,
+           t_end: float | None = ..., prediction: str | Prediction = ..., generator: torch.Generator | None = ...,
+           bm: BrownianSource | None = ..., model_kwargs: dict[str, Any] | None = ...,
+           time_input: Callable[[torch.Tensor], torch.Tensor] | None = ..., denoise_final: bool = ...,
+           return_info: bool = ..., return_trajectory: bool = ...
+           ) -> torch.Tensor | tuple[torch.Tensor, SampleInfo]: ...
 
 
 def sdedit(model: Callable[..., torch.Tensor], schedule: Schedule, x_guide: torch.Tensor, t0: float, *,
