@@ -299,14 +299,30 @@ class DenoisingScoreMatching:
         elif not isinstance(noise, torch.Tensor) or noise.shape != x0.shape:
             raise ValueError(f"noise must be a tensor of the shape of x0, {tuple(x0.shape)}")
         s = self.schedule
-        x_t = broadcast_like(s.alpha(t), x0) * x0 + broadcast_like(s.sigma(t), x0) * noise
+        x_t, x0_target, noise_target = self.perturb(x0, noise, t)
         out = evaluate_model(model, self.prediction, x_t, t, s, model_kwargs, self.time_input)
-        target = self.prediction.target(x0, noise, x_t, t, s)
+        target = self.prediction.target(x0_target, noise_target, x_t, t, s)
         err = (out - target).pow(2).reshape(batch, -1).mean(1)
         if self.weighting is None:
             return err
         w = self.weighting(t, s) * self.prediction.x0_error_scale(t, s) ** 2
         return broadcast_like(w, err) * err
+
+    def perturb(self, x0: torch.Tensor, noise: torch.Tensor,
+                t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        r"""The noisy state and the pair the network's target is built from: ``(x_t, x0_target, noise_target)``
+        with ``x_t = alpha x0_target + sigma noise_target``. Here ``x_t = alpha x_0 + sigma eps`` and the
+        pair is ``(x_0, eps)``. A forward process with another transition kernel overrides this: e.g. the
+        reflected diffusion of :class:`sdekit.domains.ReflectedScoreMatching` returns
+        ``noise_target = -sigma grad log p(x_t | x_0)`` (the kernel's score in eps units) and the matching
+        ``x0_target``, so every parameterisation regresses the kernel's score.
+
+        Arguments:
+            x0: data ``(batch, *event)``; noise: ``eps`` of its shape; t: ``(batch,)`` or 0-d times.
+        """
+        s = self.schedule
+        x_t = broadcast_like(s.alpha(t), x0) * x0 + broadcast_like(s.sigma(t), x0) * noise
+        return x_t, x0, noise
 
     def __call__(self, model: Callable[..., torch.Tensor], x0: torch.Tensor,
                  generator: torch.Generator | None = None,

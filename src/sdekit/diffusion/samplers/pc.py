@@ -5,6 +5,7 @@ predictor and a Langevin corrector with a signal-to-noise ratio."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -56,6 +57,9 @@ class PredictorCorrector(Sampler):
         snr: the corrector's signal-to-noise ratio (``> 0``, default 0.16 as score_sde's configs).
         corrector_steps: Langevin steps per grid time (``>= 0``, default 1; 0 is the predictor alone).
         norms: ``"expected"`` (default) or ``"sample"``, see above.
+        project: an optional map ``x -> x`` applied after every corrector step and after the predictor
+            (default ``None``: none), e.g. the reflection onto a box of reflected diffusion
+            (:class:`sdekit.domains.ReflectedSampler`), whose corrector must stay in the box too.
 
     Declares order 1 (weak), ``corrector_steps + 1`` model calls per step.
     """
@@ -64,8 +68,12 @@ class PredictorCorrector(Sampler):
     order = 1.0
     stochastic = True
 
-    def __init__(self, snr: float = 0.16, corrector_steps: int = 1, *, norms: str = "expected") -> None:
+    def __init__(self, snr: float = 0.16, corrector_steps: int = 1, *, norms: str = "expected",
+                 project: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.snr = check_real("snr", snr, positive=True)
+        if project is not None and not callable(project):
+            raise TypeError(f"project must be a callable x -> x or None, got {type(project).__name__}")
+        self.project = project
         if norms not in ("expected", "sample"):
             raise ValueError(f"norms must be 'expected' or 'sample', got {norms!r}")
         self.norms = norms
@@ -91,9 +99,13 @@ class PredictorCorrector(Sampler):
                 grad_norm = _per_sample_norm(score).clamp_min(torch.finfo(x.dtype).tiny)
                 eps = 2.0 * a * a * (self.snr * _per_sample_norm(z) / grad_norm) ** 2
                 x = x + eps * score + torch.sqrt(2.0 * eps) * z
+            if self.project is not None:
+                x = self.project(x)
         score = (p0.alpha * ctx.denoiser(x, t0) - x) / p0.sigma**2
-        return (2.0 - a) * x + g2 * score + math.sqrt(g2) * zs[-1], state
+        x = (2.0 - a) * x + g2 * score + math.sqrt(g2) * zs[-1]
+        return (x if self.project is None else self.project(x)), state
 
     def __repr__(self) -> str:
+        extra = "" if self.project is None else f", project={self.project!r}"
         return (f"PredictorCorrector(snr={self.snr}, corrector_steps={self.corrector_steps}, "
-                f"norms={self.norms!r})")
+                f"norms={self.norms!r}{extra})")
