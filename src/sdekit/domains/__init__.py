@@ -1,6 +1,21 @@
-"""Diffusion on constrained domains: reflected diffusion on boxes (Lou & Ermon 2023)."""
+"""Diffusion on constrained domains: reflected diffusion on boxes (Lou & Ermon 2023, "Reflected Diffusion
+Models", ICML): the box and its reflection map, the reflected heat kernel and its score, score matching
+against it, reverse samplers that reflect after every step, the probability-flow ODE with the paper's
+boundary treatment, classifier-free guidance and thresholding as the baseline."""
 
 from ._box import Box
 from ._kernel import SWITCH_SIGMA, reflected_kernel_score, reflected_log_kernel, reflected_perturb
+from .reflected import (
+    ClassifierFreeGuidance,
+    LabelDropout,
+    ReflectedPFODE,
+    ReflectedSampler,
+    ReflectedScoreMatching,
+    ThresholdedSampler,
+)
 
-__all__ = ["Box", "SWITCH_SIGMA", "reflected_log_kernel", "reflected_kernel_score", "reflected_perturb"]
+__all__ = [
+    "Box", "SWITCH_SIGMA", "reflected_log_kernel", "reflected_kernel_score", "reflected_perturb",
+    "ReflectedScoreMatching", "LabelDropout", "ReflectedSampler", "ThresholdedSampler", "ReflectedPFODE",
+    "ClassifierFreeGuidance",
+]
