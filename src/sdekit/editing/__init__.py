@@ -9,7 +9,9 @@ loop of its own.
 """
 
 from .cycle import Inversion, RecordedNoise, invert, reconstruct
+from .drag import DragInfo, drag
 from .inpaint import inpaint
 from .sdedit import sdedit
 
-__all__: list[str] = ["sdedit", "inpaint", "invert", "reconstruct", "Inversion", "RecordedNoise"]
+__all__: list[str] = ["sdedit", "inpaint", "invert", "reconstruct", "Inversion", "RecordedNoise", "drag",
+                      "DragInfo"]
