@@ -12,6 +12,7 @@ from .cycle import Inversion, RecordedNoise, invert, reconstruct
 from .drag import DragInfo, drag
 from .inpaint import inpaint
 from .sdedit import sdedit
+from .speckle import GammaSpeckle, GBMSchedule, LogNormalSpeckle, Speckle, despeckle
 
 __all__: list[str] = ["sdedit", "inpaint", "invert", "reconstruct", "Inversion", "RecordedNoise", "drag",
-                      "DragInfo"]
+                      "DragInfo", "despeckle", "GBMSchedule", "Speckle", "GammaSpeckle", "LogNormalSpeckle"]
