@@ -32,6 +32,8 @@ DOCUMENTED = {  # package -> its __init__.py (read with ast, never imported)
     "sdekit.data": "src/sdekit/data/__init__.py",
     "sdekit.metrics": "src/sdekit/metrics/__init__.py",
     "sdekit.train": "src/sdekit/train/__init__.py",
+    "sdekit.editing": "src/sdekit/editing/__init__.py",
+    "sdekit.domains": "src/sdekit/domains/__init__.py",
 }
 
 _INCLUDE = re.compile(r"^<!--\s*include:\s*(\S+)\s*-->\s*$", re.MULTILINE)
@@ -101,6 +103,8 @@ def _exports(init: Path) -> list[str]:
                 env[node.targets[0].id] = value(node.value)
             except (ValueError, KeyError, TypeError):
                 continue
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            env[node.target.id] = value(node.value)  # __all__: list[str] = [...]
         elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name) and node.target.id in env:
             env[node.target.id] = list(env[node.target.id]) + value(node.value)  # type: ignore[call-overload]
     return [name for name in env.get("__all__", []) if not name.startswith("__")]  # type: ignore[union-attr]
