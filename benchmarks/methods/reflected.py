@@ -15,7 +15,8 @@ measured against exact answers.
    the metrics are the sliced W2 to draws from it and the error of the fraction of mass within 0.02 of the
    boundary, whose true value (from the same grid, the cells align with the 0.02 band) is printed.
 
-    python benchmarks/methods/reflected.py            # about 10 minutes on 2 busy cores, 3 seeds
+    python benchmarks/methods/reflected.py            # 20 minutes measured on 2 cores shared with 3 other jobs
+                                                      # (about 8 CPU-minutes of training), 3 seeds
     python benchmarks/methods/reflected.py --quick    # ~60 s, 2 seeds, NFE 20/100, w 0/3 (checked by a test)
 """
 
