@@ -13,7 +13,7 @@ from scipy import special
 
 import sdekit
 from sdekit import diffusion as dm
-from sdekit.editing.speckle import GammaSpeckle, GBMSchedule, LogNormalSpeckle, despeckle
+from sdekit.editing import GammaSpeckle, GBMSchedule, LogNormalSpeckle, despeckle
 
 
 class _GBM:

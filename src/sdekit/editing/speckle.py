@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from scipy import special
 
-from ..diffusion import Prediction, SampleInfo, Sampler, Schedule, TimeGrid, TimeTensor, get_time_grid, sample
+from ..diffusion import DDIM, Prediction, SampleInfo, Sampler, Schedule, TimeGrid, TimeTensor, get_time_grid, sample
 
 __all__ = ["GBMSchedule", "Speckle", "GammaSpeckle", "LogNormalSpeckle", "despeckle"]
 
@@ -315,7 +315,7 @@ def _as_speckle(noise_level: Any) -> Speckle:
 # ------------------------------------------------------------------------------------------------
 @overload
 def despeckle(model: Callable[..., torch.Tensor], y: torch.Tensor, noise_level: float | Speckle, *,
-              schedule: GBMSchedule | None = ..., solver: str | Sampler = ..., steps: int = ...,
+              schedule: GBMSchedule | None = ..., solver: str | Sampler | None = ..., steps: int = ...,
               timesteps: str | TimeGrid = ..., prediction: str | Prediction = ...,
               denoise_final: bool = ..., generator: torch.Generator | None = ..., bm: Any = ...,
               model_kwargs: dict[str, Any] | None = ...,
@@ -325,7 +325,7 @@ def despeckle(model: Callable[..., torch.Tensor], y: torch.Tensor, noise_level: 
 
 @overload
 def despeckle(model: Callable[..., torch.Tensor], y: torch.Tensor, noise_level: float | Speckle, *,
-              schedule: GBMSchedule | None = ..., solver: str | Sampler = ..., steps: int = ...,
+              schedule: GBMSchedule | None = ..., solver: str | Sampler | None = ..., steps: int = ...,
               timesteps: str | TimeGrid = ..., prediction: str | Prediction = ...,
               denoise_final: bool = ..., generator: torch.Generator | None = ..., bm: Any = ...,
               model_kwargs: dict[str, Any] | None = ...,
@@ -334,7 +334,7 @@ def despeckle(model: Callable[..., torch.Tensor], y: torch.Tensor, noise_level: 
 
 
 def despeckle(model: Callable[..., torch.Tensor], y: torch.Tensor, noise_level: float | Speckle, *,
-              schedule: GBMSchedule | None = None, solver: str | Sampler = "euler-maruyama", steps: int = 50,
+              schedule: GBMSchedule | None = None, solver: str | Sampler | None = None, steps: int = 50,
               timesteps: str | TimeGrid = "logsnr", prediction: str | Prediction = "eps",
               denoise_final: bool = True, generator: torch.Generator | None = None, bm: Any = None,
               model_kwargs: dict[str, Any] | None = None,
@@ -347,10 +347,12 @@ def despeckle(model: Callable[..., torch.Tensor], y: torch.Tensor, noise_level: 
        docstring for why not ``ln(1 + 1/L)``), which must lie in ``(t_min, t_max]`` of ``schedule``;
     2. ``w_{t*} = log y - E[log n]`` (for the GBM's own noise this is ``log y + t*/2``, the shifted state
        of :class:`GBMSchedule`);
-    3. run ``sampler`` with :func:`~sdekit.diffusion.sample` on the grid ``timesteps`` from ``t*`` down
-       to ``t_min``: a stochastic sampler (default ``"euler-maruyama"``, the paper's reverse-SDE step)
-       draws from the posterior ``p(u_0 | w_{t*})``; a deterministic one (``"ode"``, ``"ddim"``, ...)
-       follows the probability-flow ODE (the paper's comparison);
+    3. run ``solver`` with :func:`~sdekit.diffusion.sample` on the grid ``timesteps`` from ``t*`` down
+       to ``t_min``: a stochastic sampler (default ``DDIM(eta=1)``, ancestral sampling, the
+       exponential-integrator step of the reverse SDE; ``"euler-maruyama"`` is the paper's step, which
+       needs several times more steps for the same error) draws from the posterior ``p(u_0 | w_{t*})``;
+       a deterministic one (``"ddim"``, ``"dpm++2m"``, ``PFODE(method="euler")`` the paper's, ...)
+       follows the probability-flow ODE, a deterministic transport map;
     4. ``x = exp(u)`` with ``u = D(w, t_min)`` when ``denoise_final`` (one extra model call, exact
        shift-free), else ``u = w_{t_min} - t_min/2``.
 
@@ -364,7 +366,7 @@ def despeckle(model: Callable[..., torch.Tensor], y: torch.Tensor, noise_level: 
         noise_level: the number of looks ``L > 0`` (Gamma speckle) or a :class:`Speckle`.
         schedule: the :class:`GBMSchedule` the model was trained on (default ``GBMSchedule()``).
         solver: a sampler name of :data:`~sdekit.diffusion.SAMPLERS` or a
-            :class:`~sdekit.diffusion.Sampler`.
+            :class:`~sdekit.diffusion.Sampler` (default ``None``: ``DDIM(eta=1.0)``).
         steps: grid steps (NFE = ``steps * nfe_per_step + denoise_final``).
         timesteps: a grid name (``"logsnr"``, ``"uniform"``, ``"karras"``) or a
             :class:`~sdekit.diffusion.TimeGrid`, laid from ``t*`` to ``t_min``.
@@ -400,6 +402,7 @@ def despeckle(model: Callable[..., torch.Tensor], y: torch.Tensor, noise_level: 
         raise TypeError("timesteps must be a grid name or a TimeGrid (the grid is laid from t* to t_min)")
     times = grid.times(schedule, steps, t_start=t_star)
     w = torch.log(y) - noise.log_mean
+    solver = DDIM(eta=1.0) if solver is None else solver
     out, info = sample(model, schedule, w, solver=solver, timesteps=times, prediction=prediction,
                        denoise_final=denoise_final, generator=generator, bm=bm, model_kwargs=model_kwargs,
                        time_input=time_input, return_info=True)
