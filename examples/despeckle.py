@@ -5,7 +5,7 @@ The digits (embedded; nothing is downloaded) become positive intensities ``x = (
 and trainer, then ``despeckle`` restores held-out digits under 4-look Gamma speckle with the reverse SDE (DDIM,
 eta = 1) and, at equal NFE, the probability-flow ODE (DDIM, eta = 0).
 
-    python examples/despeckle.py            # about a minute on 2 CPU cores; --steps to change
+    python examples/despeckle.py            # a few minutes on 2 CPU cores; --steps to change
 """
 
 import argparse
