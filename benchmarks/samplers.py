@@ -775,8 +775,12 @@ def write_markdown(path: Path, problems, results, versions: dict, select_nfe: in
                   "lower)."
                   + (" The median is each sample's RMS error over its coordinates, the median over samples: the "
                      "typical sample, where the RMSE at high NFE is carried by a few samples that start near a "
-                     "boundary between modes." if which else ""), ""]
+                     "boundary between modes. Not for digits: the optimal denoiser of 1500 images carries most "
+                     "endpoints onto a training image exactly wherever a run ends at or near sigma 0 (diffusers, "
+                     "k-diffusion), so the median there compares endpoints, not integration." if which else ""), ""]
         for problem, _ in problems:
+            if which and problem.name == "digits":
+                continue
             per_lib = {lib: best_error_per_nfe(results[problem.name], lib, problem.nfes, which)
                        for lib in ("sdekit", "diffusers", "k-diffusion")}
             lines += [f"**{problem.name}**", "",
@@ -790,7 +794,13 @@ def write_markdown(path: Path, problems, results, versions: dict, select_nfe: in
             for k in problem.nfes:
                 anchors = [per_lib[lib][k][0] for lib in ("diffusers", "k-diffusion") if k in per_lib[lib]]
                 ours = per_lib["sdekit"].get(k)
-                ratios.append(f"{ours[0] / min(anchors):.2f}x" if ours and anchors else "—")
+                best_anchor = min(anchors) if anchors else None
+                if ours is None or best_anchor is None:
+                    ratios.append("—")
+                elif best_anchor > 0:
+                    ratios.append(f"{ours[0] / best_anchor:.2f}x")
+                else:  # an exact endpoint (the empirical denoiser snaps onto a data point)
+                    ratios.append("equal (0)" if ours[0] == 0 else "anchor exact")
             lines += ["| sdekit / best anchor | " + " | ".join(ratios) + " |", ""]
     for problem, info in problems:
         rows, floor = results[problem.name], info["floor"]
@@ -955,8 +965,6 @@ def main(argv=None, prog: str | None = None) -> int:
     seconds = time.perf_counter() - t_all
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_markdown(out / "samplers.md", done, results, versions, args.select_nfe, seconds)
-    write_plot(out / "samplers.png", done, results)
     payload = {p.name: {"floor": info["floor"], "floor_values": info["floor_values"], "n": p.n,
                         "exact_ode_sw2": info["ode_sw2"],
                         "rows": [{"library": r.library, "sampler": r.sampler, "setting": r.chosen,
@@ -967,6 +975,9 @@ def main(argv=None, prog: str | None = None) -> int:
                                  for r in results[p.name]]}
                for p, info in done}
     (out / "samplers.json").write_text(json.dumps(payload, indent=1, default=str))
+    # the raw numbers first: a failure in the report below loses no measurement
+    write_markdown(out / "samplers.md", done, results, versions, args.select_nfe, seconds)
+    write_plot(out / "samplers.png", done, results)
     _log(f"wrote {out / 'samplers.md'}, {out / 'samplers.png'} and {out / 'samplers.json'} ({seconds:.0f} s)")
     return 0
 
