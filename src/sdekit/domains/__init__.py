@@ -5,6 +5,17 @@ boundary treatment, classifier-free guidance and thresholding as the baseline.""
 
 from ._box import Box
 from ._kernel import SWITCH_SIGMA, reflected_kernel_score, reflected_log_kernel, reflected_perturb
+from .dirichlet import (
+    SIMPLEX_ATOL,
+    JacobiDiffusion,
+    inverse_stick_breaking,
+    jacobi_density,
+    jacobi_log_density,
+    jacobi_polynomials,
+    jacobi_score,
+    stick_breaking,
+    stick_parameters,
+)
 from .reflected import (
     ClassifierFreeGuidance,
     LabelDropout,
@@ -18,4 +29,6 @@ __all__ = [
     "Box", "SWITCH_SIGMA", "reflected_log_kernel", "reflected_kernel_score", "reflected_perturb",
     "ReflectedScoreMatching", "LabelDropout", "ReflectedSampler", "ThresholdedSampler", "ReflectedPFODE",
     "ClassifierFreeGuidance",
+    "SIMPLEX_ATOL", "stick_parameters", "stick_breaking", "inverse_stick_breaking", "JacobiDiffusion",
+    "jacobi_polynomials", "jacobi_density", "jacobi_log_density", "jacobi_score",
 ]

@@ -1,0 +1,286 @@
+r"""Dirichlet diffusion on the simplex: the Jacobi process per stick, stick-breaking, and the Jacobi transition
+density and its score (Avdeyev et al. 2023, "Dirichlet Diffusion Score Model for Biological Sequence
+Generation", ICML, arXiv 2305.10699; official code jzhoulab/ddsm).
+
+**Stick-breaking.** A point ``x`` of the ``K``-simplex and ``K - 1`` sticks ``v in [0, 1]^(K-1)`` are related by
+``x_k = v_k prod_{j<k} (1 - v_j)`` (``k < K``), ``x_K = prod_{j<K} (1 - v_j)``. With independent
+``v_k ~ Beta(1, K - k)`` the point ``x`` is flat-Dirichlet ``Dir(1, ..., 1)``.
+
+**Jacobi process.** Per stick, ``dv = s/2 [a (1 - v) - b v] dt + sqrt(s v (1 - v)) dW`` (Ito), stationary law
+``Beta(a, b)``. Its generator ``L = s/2 [(a - (a + b) v) d/dv + v (1 - v) d^2/dv^2]`` has the Jacobi polynomials
+``P_n^{(b-1, a-1)}(2v - 1)`` as eigenfunctions with eigenvalues ``-lambda_n``,
+``lambda_n = s/2 n (n - 1 + a + b)``, so the transition density is
+
+    p_t(v | v0) = Beta(v; a, b) sum_{n>=0} exp(-lambda_n t) P_n(2 v0 - 1) P_n(2 v - 1) / d_n,
+    d_n = int Beta(v; a, b) P_n(2v - 1)^2 dv
+        = Gamma(n + a) Gamma(n + b) / ((2n + a + b - 1) Gamma(n + a + b - 1) n! B(a, b))   (d_0 = 1).
+
+**Truncation and rounding.** The series is cut after ``order`` terms (default 200). The first dropped term is
+at most about ``exp(-lambda_order t)`` times polynomial factors: at order 200 and ``s t >= 0.01`` that is
+``exp(-200) ~ 1e-87`` against factors below ``1e35`` (``a, b <= 8``), so negligible; smaller ``s t`` needs
+``order >= sqrt(400 / (s t))``. The alternating sum has an absolute rounding
+floor in float64 that grows as ``s t`` shrinks when ``v0`` or ``v`` is near an endpoint (the terms grow like
+``n^(2 max(a, b) - 1)`` before the exponential wins): for ``b = 8`` (the first stick of 9 categories) the
+most negative value over ``v`` and ``v0`` in ``[0, 1]`` is ``-1.6e-11`` at ``s t = 0.05``, ``-1.2e-9`` at ``0.02``
+and ``-4.5e-8`` at ``0.01`` (``b <= 3``: ``>= -1e-11`` at ``0.01``). Hence ``log p`` and the score are reliable
+only where ``p`` is well above that floor (tested where ``p > 1e-6``, ``s t >= 0.05``); in the far tails they
+are rounding noise. The paper precomputes these quantities on a grid (order 1000, float64); that grid is not
+built here yet.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..core.sde import SDE
+
+__all__ = [
+    "SIMPLEX_ATOL", "stick_parameters", "stick_breaking", "inverse_stick_breaking", "JacobiDiffusion",
+    "jacobi_polynomials", "jacobi_density", "jacobi_log_density", "jacobi_score",
+]
+
+SIMPLEX_ATOL = 1e-5
+"""Tolerance for simplex points: every coordinate ``>= -SIMPLEX_ATOL`` and ``|sum - 1| <= SIMPLEX_ATOL``
+(float32 sums of up to a few hundred coordinates stay well inside it)."""
+
+
+def _check_K(K: int) -> int:
+    if isinstance(K, bool) or not isinstance(K, int):
+        raise TypeError(f"K must be an int, got {type(K).__name__}")
+    if K < 2:
+        raise ValueError(f"K (the number of categories) must be >= 2, got K={K}")
+    return K
+
+
+def stick_parameters(K: int, dtype: torch.dtype = torch.float64,
+                     device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The Jacobi parameters ``a_k = 1``, ``b_k = K - k`` (``k = 1 .. K-1``) of the ``K - 1`` sticks, for which
+    the stationary law of stick-breaking is the flat Dirichlet ``Dir(1, ..., 1)``.
+
+    Returns:
+        ``(a, b)``, each of shape ``(K - 1,)``.
+
+    Raises:
+        ValueError: ``K < 2``.
+    """
+    K = _check_K(K)
+    a = torch.ones(K - 1, dtype=dtype, device=device)
+    b = torch.arange(K - 1, 0, -1, dtype=dtype, device=device)
+    return a, b
+
+
+def stick_breaking(v: torch.Tensor) -> torch.Tensor:
+    r"""Sticks to simplex points: ``x_k = v_k prod_{j<k} (1 - v_j)``, ``x_K = prod_j (1 - v_j)``.
+
+    Arguments:
+        v: ``(*batch, K - 1)`` sticks in ``[0, 1]`` (the endpoints are allowed: one-hot points have sticks
+            ``0`` and ``1``).
+
+    Returns:
+        ``(*batch, K)`` points of the simplex.
+
+    Raises:
+        ValueError: ``v`` with an empty last dimension, NaN, or entries outside ``[0, 1]``.
+    """
+    if not isinstance(v, torch.Tensor):
+        raise TypeError(f"v must be a tensor, got {type(v).__name__}")
+    if v.dim() == 0 or v.shape[-1] < 1:
+        raise ValueError(f"v must have shape (*batch, K - 1) with K >= 2, got shape {tuple(v.shape)}")
+    bad = torch.isnan(v) | (v < 0) | (v > 1)
+    if bool(bad.any()):
+        raise ValueError(f"v (sticks) must lie in [0, 1]; got {v[bad].flatten()[:3].tolist()} at "
+                         f"{int(bad.sum())} entries")
+    rest = torch.cumprod(1 - v, dim=-1)
+    before = torch.cat([torch.ones_like(v[..., :1]), rest[..., :-1]], dim=-1)
+    return torch.cat([v * before, rest[..., -1:]], dim=-1)
+
+
+def _check_simplex(x: torch.Tensor, atol: float) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a tensor, got {type(x).__name__}")
+    if x.dim() == 0 or x.shape[-1] < 2:
+        raise ValueError(f"x must have shape (*batch, K) with K >= 2 categories, got shape {tuple(x.shape)}")
+    if bool(torch.isnan(x).any()):
+        raise ValueError("x must not contain NaN")
+    if bool((x < -atol).any()):
+        raise ValueError(f"x must lie in the simplex: found a coordinate {float(x.min()):.3g} < 0 "
+                         f"(tolerance {atol:g})")
+    err = (x.sum(-1) - 1).abs()
+    if bool((err > atol).any()):
+        raise ValueError(f"x must sum to 1 over its last dimension: found a sum off by {float(err.max()):.3g} "
+                         f"(tolerance {atol:g})")
+
+
+def inverse_stick_breaking(x: torch.Tensor, atol: float = SIMPLEX_ATOL) -> torch.Tensor:
+    r"""Simplex points to sticks: ``v_k = x_k / (1 - sum_{j<k} x_j)``, clamped to ``[0, 1]``.
+
+    Where the remaining length ``1 - sum_{j<k} x_j`` is zero (after the category of a one-hot point) the stick
+    is undefined; it is set to ``0`` (the convention used here for one-hot data).
+
+    Arguments:
+        x: ``(*batch, K)`` simplex points.
+        atol: tolerance of the simplex check (default :data:`SIMPLEX_ATOL`).
+
+    Returns:
+        ``(*batch, K - 1)`` sticks.
+
+    Raises:
+        ValueError: ``K < 2``, a coordinate below ``-atol`` or a sum off 1 by more than ``atol``.
+    """
+    _check_simplex(x, atol)
+    x = x.clamp(min=0)
+    remaining = 1 - torch.cumsum(x, dim=-1)[..., :-2]
+    remaining = torch.cat([torch.ones_like(x[..., :1]), remaining], dim=-1)
+    tiny = torch.finfo(x.dtype).eps * 4
+    v = torch.where(remaining > tiny, x[..., :-1] / remaining.clamp(min=tiny), torch.zeros_like(remaining))
+    return v.clamp(0, 1)
+
+
+class JacobiDiffusion(SDE):
+    r"""The Jacobi diffusion ``dv = s/2 [a (1 - v) - b v] dt + sqrt(s v (1 - v)) dW`` per coordinate, as a core
+    SDE (diagonal noise, Ito): ``sdekit.sdeint(JacobiDiffusion(a, b), v0, ts, method="euler", dt=...)`` runs it.
+
+    The stationary law is ``Beta(a, b)``; with :func:`stick_parameters` the sticks of a ``K``-category state
+    ``v: (*batch, K - 1)`` give the flat Dirichlet after stick-breaking.
+
+    A discretisation may step outside ``[0, 1]`` by ``O(dt)`` (the noise vanishes at the ends): the diffusion
+    coefficient uses ``max(v (1 - v), 0)``, so outside the interval only the drift acts, and it points back
+    in for ``a, b > 0``; clamp the solution to ``[0, 1]`` before using it as sticks.
+
+    Arguments:
+        a, b: positive parameters, numbers or tensors broadcastable against the state (e.g. ``(K - 1,)``).
+        speed: ``s > 0`` (``1``, or ``2 / (a + b)`` for DDSM's speed balancing).
+
+    Raises:
+        ValueError: non-positive ``a``, ``b`` or ``speed``.
+    """
+
+    def __init__(self, a: float | torch.Tensor, b: float | torch.Tensor, speed: float | torch.Tensor = 1.0) -> None:
+        super().__init__(noise_type="diagonal", sde_type="ito")
+        for name, value in (("a", a), ("b", b), ("speed", speed)):
+            t = torch.as_tensor(value, dtype=torch.float64)
+            if not bool(torch.isfinite(t).all()) or bool((t <= 0).any()):
+                raise ValueError(f"{name} must be positive and finite, got {t.tolist()}")
+        self.a, self.b, self.speed = a, b, speed
+
+    def f(self, t, v: torch.Tensor) -> torch.Tensor:
+        return 0.5 * self.speed * (self.a * (1 - v) - self.b * v)
+
+    def g(self, t, v: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(self.speed * (v * (1 - v)).clamp(min=0))
+
+
+def _params(a, b, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    a = torch.as_tensor(a, dtype=torch.float64, device=like.device)
+    b = torch.as_tensor(b, dtype=torch.float64, device=like.device)
+    if bool((a <= 0).any()) or bool((b <= 0).any()):
+        raise ValueError(f"a and b must be positive, got a={a.tolist()}, b={b.tolist()}")
+    return a, b
+
+
+def jacobi_polynomials(order: int, alpha: torch.Tensor | float, beta: torch.Tensor | float,
+                       x: torch.Tensor) -> torch.Tensor:
+    r"""``P_n^{(alpha, beta)}(x)`` for ``n = 0 .. order - 1`` by the three-term recurrence (float64,
+    differentiable), with ``alpha, beta > -1`` broadcastable against ``x``.
+
+    Returns:
+        ``(order, *broadcast shape)``.
+    """
+    x = torch.as_tensor(x, dtype=torch.float64)
+    alpha = torch.as_tensor(alpha, dtype=torch.float64, device=x.device)
+    beta = torch.as_tensor(beta, dtype=torch.float64, device=x.device)
+    x, alpha, beta = torch.broadcast_tensors(x, alpha, beta)
+    out = [torch.ones_like(x)]
+    if order > 1:
+        out.append((alpha + 1) + (alpha + beta + 2) * (x - 1) / 2)
+    ab, a2b2 = alpha + beta, alpha ** 2 - beta ** 2
+    for n in range(2, order):
+        c = 2 * n + ab
+        num = (c - 1) * (c * (c - 2) * x + a2b2) * out[-1] - 2 * (n + alpha - 1) * (n + beta - 1) * c * out[-2]
+        out.append(num / (2 * n * (n + ab) * (c - 2)))
+    return torch.stack(out[:order])
+
+
+def _series(v, v0, t, a, b, speed, order, derivative: bool):
+    v = torch.as_tensor(v, dtype=torch.float64)
+    v0 = torch.as_tensor(v0, dtype=torch.float64, device=v.device)
+    t = torch.as_tensor(t, dtype=torch.float64, device=v.device)
+    a, b = _params(a, b, v)
+    speed = torch.as_tensor(speed, dtype=torch.float64, device=v.device)
+    for name, val, lo, hi in (("v", v, 0.0, 1.0), ("v0", v0, 0.0, 1.0)):
+        if bool(torch.isnan(val).any()) or bool((val < lo).any()) or bool((val > hi).any()):
+            raise ValueError(f"{name} must lie in [0, 1], got values in [{float(val.min()):.3g}, "
+                             f"{float(val.max()):.3g}]")
+    if bool((t <= 0).any()) or bool((speed <= 0).any()):
+        raise ValueError(f"t and speed must be positive, got t in [{float(t.min()):.3g}, {float(t.max()):.3g}]")
+    if isinstance(order, bool) or not isinstance(order, int) or order < 2:
+        raise ValueError(f"order must be an int >= 2, got {order!r}")
+    v, v0, t, a, b, speed = torch.broadcast_tensors(v, v0, t, a, b, speed)
+    n = torch.arange(order, dtype=torch.float64, device=v.device).reshape(-1, *([1] * v.dim()))
+    alpha, beta = b - 1, a - 1
+    lam = 0.5 * speed * n * (n - 1 + a + b)
+    lgam = torch.lgamma
+    log_beta_ab = lgam(a) + lgam(b) - lgam(a + b)
+    nn_ = n.clamp(min=1)
+    log_d = (lgam(nn_ + a) + lgam(nn_ + b) - torch.log(2 * nn_ + a + b - 1) - lgam(nn_ + a + b - 1)
+             - lgam(nn_ + 1) - log_beta_ab)
+    log_d = torch.where(n == 0, torch.zeros_like(log_d), log_d)
+    p0 = jacobi_polynomials(order, alpha, beta, 2 * v0 - 1)
+    coef = torch.exp(-lam * t - log_d) * p0
+    s = (coef * jacobi_polynomials(order, alpha, beta, 2 * v - 1)).sum(0)
+    log_w = (a - 1) * torch.log(v) + (b - 1) * torch.log1p(-v) - log_beta_ab
+    log_w = torch.where((a == 1) & (v == 0), -log_beta_ab, log_w)
+    log_w = torch.where((b == 1) & (v == 1), -log_beta_ab, log_w)
+    if not derivative:
+        return s, log_w, None, None
+    # d/dx P_n^{(al, be)}(x) = (n + al + be + 1) / 2 P_{n-1}^{(al+1, be+1)}(x); d/dv = 2 d/dx
+    dp = jacobi_polynomials(order - 1, alpha + 1, beta + 1, 2 * v - 1)
+    ds = (coef[1:] * (n[1:] + alpha + beta + 1) * dp).sum(0)
+    dlog_w = (a - 1) / v - (b - 1) / (1 - v)
+    return s, log_w, ds, dlog_w
+
+
+def jacobi_density(v: torch.Tensor, v0: torch.Tensor, t: torch.Tensor | float, a: torch.Tensor | float,
+                   b: torch.Tensor | float, speed: torch.Tensor | float = 1.0, order: int = 200) -> torch.Tensor:
+    r"""The transition density ``p_t(v | v0)`` of :class:`JacobiDiffusion` from its Jacobi-polynomial series
+    (module docstring; float64; the truncated sum is returned as is, so it may be negative by rounding where
+    the truncation is not accurate).
+
+    Arguments:
+        v, v0: values in ``[0, 1]``; t: times ``> 0``; a, b: positive parameters; speed: ``s > 0``; all
+            broadcast together.
+        order: number of series terms (default 200: truncation negligible for ``s t >= 0.01``).
+
+    Returns:
+        the density, float64, of the broadcast shape.
+
+    Raises:
+        ValueError: ``v`` or ``v0`` outside ``[0, 1]``, non-positive ``t``, ``a``, ``b``, ``speed``, or
+            ``order < 2``.
+    """
+    s, log_w, _, _ = _series(v, v0, t, a, b, speed, order, derivative=False)
+    return torch.exp(log_w) * s
+
+
+def jacobi_log_density(v, v0, t, a, b, speed=1.0, order: int = 200) -> torch.Tensor:
+    r"""``log p_t(v | v0)`` (see :func:`jacobi_density`); the series is floored at ``1e-300`` before the log."""
+    s, log_w, _, _ = _series(v, v0, t, a, b, speed, order, derivative=False)
+    return log_w + torch.log(s.clamp(min=1e-300))
+
+
+def jacobi_score(v, v0, t, a, b, speed=1.0, order: int = 200) -> torch.Tensor:
+    r"""The score ``d/dv log p_t(v | v0) = (a - 1)/v - (b - 1)/(1 - v) + S'(v) / S(v)`` with ``S`` the
+    polynomial series of :func:`jacobi_density` (its derivative through
+    ``d/dx P_n^{(al,be)} = (n + al + be + 1)/2 P_{n-1}^{(al+1, be+1)}``), for ``v`` in the open interval.
+
+    Raises:
+        ValueError: as :func:`jacobi_density`, and ``v`` at an endpoint (where the score is infinite unless
+            the parameter there is 1).
+    """
+    v = torch.as_tensor(v, dtype=torch.float64)
+    if bool(((v <= 0) | (v >= 1)).any()):
+        raise ValueError("v must lie in the open interval (0, 1) for the score")
+    s, _, ds, dlog_w = _series(v, v0, t, a, b, speed, order, derivative=True)
+    assert ds is not None and dlog_w is not None
+    return dlog_w + ds / s
+
