@@ -1,7 +1,9 @@
 """Diffusion on constrained domains: reflected diffusion on boxes (Lou & Ermon 2023, "Reflected Diffusion
 Models", ICML): the box and its reflection map, the reflected heat kernel and its score, score matching
 against it, reverse samplers that reflect after every step, the probability-flow ODE with the paper's
-boundary treatment, classifier-free guidance and thresholding as the baseline."""
+boundary treatment, classifier-free guidance and thresholding as the baseline. Dirichlet diffusion on the simplex
+(Avdeyev et al. 2023, DDSM, ICML): stick-breaking, the Jacobi process and its transition density and score;
+Sudoku data without downloads (grids, unique-solution puzzles, a row/column/box check)."""
 
 from ._box import Box
 from ._kernel import SWITCH_SIGMA, reflected_kernel_score, reflected_log_kernel, reflected_perturb
@@ -24,6 +26,15 @@ from .reflected import (
     ReflectedScoreMatching,
     ThresholdedSampler,
 )
+from .sudoku import (
+    SudokuValidity,
+    sudoku_from_one_hot,
+    sudoku_grids,
+    sudoku_one_hot,
+    sudoku_puzzles,
+    sudoku_solutions,
+    sudoku_validity,
+)
 
 __all__ = [
     "Box", "SWITCH_SIGMA", "reflected_log_kernel", "reflected_kernel_score", "reflected_perturb",
@@ -31,4 +42,6 @@ __all__ = [
     "ClassifierFreeGuidance",
     "SIMPLEX_ATOL", "stick_parameters", "stick_breaking", "inverse_stick_breaking", "JacobiDiffusion",
     "jacobi_polynomials", "jacobi_density", "jacobi_log_density", "jacobi_score",
+    "SudokuValidity", "sudoku_grids", "sudoku_validity", "sudoku_solutions", "sudoku_puzzles", "sudoku_one_hot",
+    "sudoku_from_one_hot",
 ]

@@ -1,0 +1,291 @@
+r"""Sudoku data without downloads: valid grids, puzzles with a unique solution, a validity check that tests
+rows, columns **and** boxes, and one-hot encodings for the simplex diffusion (DDSM's Sudoku experiment,
+Avdeyev et al. 2023, ICML; the official accuracy check ``sudoku_acc`` tests rows and columns only).
+
+A grid of side ``s = m^2`` (``4`` or ``9``; any ``m >= 2`` works) holds digits ``1 .. s``; puzzles mark blanks
+with ``0``.
+
+**Grids.** :func:`sudoku_grids` maps the base grid ``G[r, c] = (m (r mod m) + r // m + c) mod s + 1`` through
+the validity-preserving transformations: a random permutation of the digits, of the rows within each band, of
+the bands, of the columns within each stack, of the stacks, and a random transposition, all batched. The
+grids are uniform over the orbit of the base grid under that group, not over all Sudoku grids: for 4x4 the
+orbit holds 192 of the 288 grids (measured), for 9x9 a small fraction of the ``6.67e21`` grids. 1000 grids take
+about 10 ms (4x4) and 20 ms (9x9).
+
+**Puzzles.** :func:`sudoku_puzzles` removes clues of a grid in random order, keeping a removal only while
+:func:`sudoku_solutions` (an exact backtracking solver on bitmasks that always branches on the cell with the
+fewest candidates) still finds exactly one solution, until the requested clue count is reached; if the
+puzzle becomes minimal above it, a new grid is drawn. Cost (one core, mean over 40 puzzles): 3 ms per 4x4
+puzzle at 4 clues; 9x9: 7 ms at 30 clues, 21 ms at 25, 0.28 s at 22 (restarts: random removal rarely gets
+much below 22).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = [
+    "SudokuValidity", "sudoku_grids", "sudoku_validity", "sudoku_solutions", "sudoku_puzzles",
+    "sudoku_one_hot", "sudoku_from_one_hot",
+]
+
+
+def _box_side(size: int) -> int:
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise TypeError(f"size must be an int, got {type(size).__name__}")
+    m = math.isqrt(size)
+    if size < 4 or m * m != size:
+        raise ValueError(f"size must be a square >= 4 (4 or 9 for the usual Sudoku), got size={size}")
+    return m
+
+
+def _check_grid(grid: torch.Tensor, name: str, allow_blank: bool) -> int:
+    """Checks ``grid: (..., s, s)`` integer digits in ``1 .. s`` (``0 .. s`` with blanks); returns ``m``."""
+    if not isinstance(grid, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(grid).__name__}")
+    if grid.dtype.is_floating_point or grid.is_complex() or grid.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer digits, got dtype {grid.dtype}")
+    if grid.dim() < 2 or grid.shape[-1] != grid.shape[-2]:
+        raise ValueError(f"{name} must have shape (..., s, s) (square), got shape {tuple(grid.shape)}")
+    s = grid.shape[-1]
+    m = math.isqrt(s)
+    if s < 4 or m * m != s:
+        raise ValueError(f"{name} must have side s = m^2 >= 4 (4x4 or 9x9), got shape {tuple(grid.shape)}")
+    lo = 0 if allow_blank else 1
+    if grid.numel() and (int(grid.min()) < lo or int(grid.max()) > s):
+        raise ValueError(f"{name} must hold digits in {lo} .. {s}"
+                         f"{' (0 = blank)' if allow_blank else ''}, got values in "
+                         f"{int(grid.min())} .. {int(grid.max())}")
+    return m
+
+
+def _random_permutations(n: int, k: int, generator: torch.Generator | None, shape=()) -> torch.Tensor:
+    return torch.rand(n, *shape, k, generator=generator).argsort(dim=-1)
+
+
+def sudoku_grids(n: int, size: int = 9, generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""``n`` valid Sudoku grids of side ``size`` (module docstring: random digit, row-in-band, band,
+    column-in-stack and stack permutations and a transposition of the base grid).
+
+    Arguments:
+        n: number of grids. size: side ``s = m^2`` (4 or 9). generator: a seeded ``torch.Generator``.
+
+    Returns:
+        ``(n, s, s)`` int64 digits ``1 .. s``.
+
+    Raises:
+        ValueError: ``n < 0`` or ``size`` not a square ``>= 4``.
+    """
+    m = _box_side(size)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    r = torch.arange(size)
+    base = (m * (r[:, None] % m) + r[:, None] // m + r[None, :]) % size + 1        # (s, s)
+
+    def lines() -> torch.Tensor:                                                   # (n, s) row/column order
+        bands = _random_permutations(n, m, generator)                              # (n, m)
+        within = _random_permutations(n, m, generator, (m,))                       # (n, m, m)
+        return (bands[:, :, None] * m + within).reshape(n, size)
+
+    rows, cols = lines(), lines()
+    grids = base[rows[:, :, None], cols[:, None, :]]                               # (n, s, s)
+    digits = torch.cat([torch.zeros(n, 1, dtype=torch.long),
+                        _random_permutations(n, size, generator) + 1], dim=1)      # digit d -> digits[d]
+    grids = torch.gather(digits, 1, grids.reshape(n, -1)).reshape(n, size, size)
+    flip = torch.rand(n, generator=generator) < 0.5
+    return torch.where(flip[:, None, None], grids.transpose(1, 2), grids)
+
+
+@dataclass(frozen=True)
+class SudokuValidity:
+    """Per-grid validity, each a bool tensor of the batch shape: every row, every column and every box a
+    permutation of ``1 .. s``. ``rows_and_columns`` is what the official DDSM check measures."""
+
+    rows: torch.Tensor
+    columns: torch.Tensor
+    boxes: torch.Tensor
+
+    @property
+    def rows_and_columns(self) -> torch.Tensor:
+        return self.rows & self.columns
+
+    @property
+    def valid(self) -> torch.Tensor:
+        return self.rows & self.columns & self.boxes
+
+
+def sudoku_validity(grid: torch.Tensor) -> SudokuValidity:
+    r"""Checks rows, columns and boxes of complete grids separately.
+
+    Arguments:
+        grid: ``(..., s, s)`` integer digits in ``1 .. s``.
+
+    Returns:
+        :class:`SudokuValidity` with bool tensors of shape ``(...)``.
+
+    Raises:
+        TypeError: a non-integer tensor. ValueError: a non-square grid, a side that is not ``m^2 >= 4``, digits
+            outside ``1 .. s``.
+    """
+    m = _check_grid(grid, "grid", allow_blank=False)
+    s = m * m
+    onehot = torch.nn.functional.one_hot(grid.long() - 1, s)                        # (..., s, s, s)
+    rows = (onehot.sum(-2) == 1).all(-1).all(-1)
+    columns = (onehot.sum(-3) == 1).all(-1).all(-1)
+    boxed = onehot.reshape(*grid.shape[:-2], m, m, m, m, s).sum((-4, -2))           # (..., m, m, s) per box
+    boxes = (boxed == 1).all(-1).all(-1).all(-1)
+    return SudokuValidity(rows, columns, boxes)
+
+
+def sudoku_solutions(puzzle: torch.Tensor, limit: int = 2) -> list[torch.Tensor]:
+    r"""Up to ``limit`` solutions of one puzzle by exact backtracking (bitmask candidates, branching on the
+    cell with the fewest; complete, so ``len(result) < limit`` means that is all of them).
+
+    Arguments:
+        puzzle: ``(s, s)`` integer digits ``0 .. s`` (0 = blank). limit: stop after this many solutions.
+
+    Returns:
+        a list of ``(s, s)`` int64 solutions (empty if the clues contradict each other).
+
+    Raises:
+        ValueError: a batched, non-square or wrongly sized puzzle, digits outside ``0 .. s``, ``limit < 1``.
+    """
+    m = _check_grid(puzzle, "puzzle", allow_blank=True)
+    if puzzle.dim() != 2:
+        raise ValueError(f"puzzle must be one (s, s) grid, got shape {tuple(puzzle.shape)}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be an int >= 1, got {limit!r}")
+    s = m * m
+    cells = [int(d) for d in puzzle.reshape(-1).tolist()]
+    full = (1 << s) - 1
+    row_used, col_used, box_used = [0] * s, [0] * s, [0] * s
+    box_of = [(i // s // m) * m + (i % s) // m for i in range(s * s)]
+    for i, d in enumerate(cells):
+        if d:
+            bit, r, c, b = 1 << (d - 1), i // s, i % s, box_of[i]
+            if (row_used[r] | col_used[c] | box_used[b]) & bit:
+                return []
+            row_used[r] |= bit
+            col_used[c] |= bit
+            box_used[b] |= bit
+    blanks = [i for i, d in enumerate(cells) if d == 0]
+    found: list[torch.Tensor] = []
+
+    def search() -> bool:                        # True once `limit` solutions are found
+        best, best_free, best_count = -1, 0, s + 1
+        for i in blanks:
+            if cells[i]:
+                continue
+            free = full & ~(row_used[i // s] | col_used[i % s] | box_used[box_of[i]])
+            count = free.bit_count()
+            if count < best_count:
+                best, best_free, best_count = i, free, count
+                if count <= 1:
+                    break
+        if best < 0:
+            found.append(torch.tensor(cells, dtype=torch.long).reshape(s, s))
+            return len(found) >= limit
+        r, c, b = best // s, best % s, box_of[best]
+        free = best_free
+        while free:
+            bit = free & -free
+            free ^= bit
+            cells[best] = bit.bit_length()
+            row_used[r] |= bit
+            col_used[c] |= bit
+            box_used[b] |= bit
+            done = search()
+            row_used[r] ^= bit
+            col_used[c] ^= bit
+            box_used[b] ^= bit
+            cells[best] = 0
+            if done:
+                return True
+        return False
+
+    search()
+    return found
+
+
+def sudoku_puzzles(n: int, clues: int, size: int = 9, generator: torch.Generator | None = None,
+                   max_restarts: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""``n`` puzzles with exactly ``clues`` given cells and a unique solution (module docstring).
+
+    Arguments:
+        n: number of puzzles. clues: given cells per puzzle (``17 <= clues`` is needed for 9x9 uniqueness;
+            below about 22 the random removal rarely gets there). size: 4 or 9. generator: a seeded
+            ``torch.Generator``. max_restarts: new grids drawn per puzzle before giving up.
+
+    Returns:
+        ``(puzzles, solutions)``, each ``(n, s, s)`` int64; blanks of ``puzzles`` are 0.
+
+    Raises:
+        ValueError: ``clues`` outside ``0 .. s^2``; RuntimeError: no puzzle reached ``clues`` within
+            ``max_restarts`` grids.
+    """
+    _box_side(size)
+    if isinstance(clues, bool) or not isinstance(clues, int) or not 0 <= clues <= size * size:
+        raise ValueError(f"clues must be an int in 0 .. {size * size}, got {clues!r}")
+    puzzles, solutions = [], []
+    for _ in range(n):
+        for _attempt in range(max_restarts):
+            grid = sudoku_grids(1, size, generator)[0]
+            puzzle = grid.clone().reshape(-1)
+            given = size * size
+            for i in torch.randperm(size * size, generator=generator).tolist():
+                if given == clues:
+                    break
+                digit = int(puzzle[i])
+                puzzle[i] = 0
+                if len(sudoku_solutions(puzzle.reshape(size, size), limit=2)) == 1:
+                    given -= 1
+                else:
+                    puzzle[i] = digit
+            if given == clues:
+                puzzles.append(puzzle.reshape(size, size))
+                solutions.append(grid)
+                break
+        else:
+            raise RuntimeError(f"no puzzle with {clues} clues and a unique solution in {max_restarts} grids; "
+                               "ask for more clues or more restarts")
+    if n == 0:
+        empty = torch.zeros(0, size, size, dtype=torch.long)
+        return empty, empty.clone()
+    return torch.stack(puzzles), torch.stack(solutions)
+
+
+def sudoku_one_hot(grid: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    r"""One-hot encoding, ``K = s`` categories per cell: points of the ``K``-simplex for the Dirichlet
+    diffusion (:func:`~sdekit.domains.inverse_stick_breaking` turns them into sticks).
+
+    Arguments:
+        grid: ``(..., s, s)`` digits ``1 .. s``.
+
+    Returns:
+        ``(..., s, s, s)`` with a 1 at index ``digit - 1``.
+    """
+    m = _check_grid(grid, "grid", allow_blank=False)
+    return torch.nn.functional.one_hot(grid.long() - 1, m * m).to(dtype)
+
+
+def sudoku_from_one_hot(x: torch.Tensor) -> torch.Tensor:
+    r"""Digits from per-cell category weights (one-hot or any points of the simplex): ``argmax + 1``.
+
+    Arguments:
+        x: ``(..., s, s, s)``.
+
+    Returns:
+        ``(..., s, s)`` int64 digits.
+
+    Raises:
+        ValueError: a shape that is not ``(..., s, s, s)`` with ``s = m^2 >= 4``.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a tensor, got {type(x).__name__}")
+    if x.dim() < 3 or not x.shape[-1] == x.shape[-2] == x.shape[-3] or math.isqrt(x.shape[-1]) ** 2 != x.shape[-1] \
+            or x.shape[-1] < 4:
+        raise ValueError(f"x must have shape (..., s, s, s) with s = 4 or 9, got shape {tuple(x.shape)}")
+    return x.argmax(-1) + 1
