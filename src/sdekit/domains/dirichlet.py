@@ -178,6 +178,21 @@ def _params(a, b, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return a, b
 
 
+def _jacobi_iter(order: int, alpha: torch.Tensor, beta: torch.Tensor, x: torch.Tensor):
+    """Yields ``P_0, ..., P_{order-1}`` of ``P_n^{(alpha, beta)}(x)`` (broadcast tensors), one at a time."""
+    prev, cur = None, torch.ones_like(x)
+    ab, a2b2 = alpha + beta, alpha ** 2 - beta ** 2
+    for n in range(order):
+        yield cur
+        if n == 0:
+            prev, cur = cur, (alpha + 1) + (ab + 2) * (x - 1) / 2
+        else:
+            m = n + 1
+            c = 2 * m + ab
+            num = (c - 1) * (c * (c - 2) * x + a2b2) * cur - 2 * (m + alpha - 1) * (m + beta - 1) * c * prev
+            prev, cur = cur, num / (2 * m * (m + ab) * (c - 2))
+
+
 def jacobi_polynomials(order: int, alpha: torch.Tensor | float, beta: torch.Tensor | float,
                        x: torch.Tensor) -> torch.Tensor:
     r"""``P_n^{(alpha, beta)}(x)`` for ``n = 0 .. order - 1`` by the three-term recurrence (float64,
@@ -190,18 +205,12 @@ def jacobi_polynomials(order: int, alpha: torch.Tensor | float, beta: torch.Tens
     alpha = torch.as_tensor(alpha, dtype=torch.float64, device=x.device)
     beta = torch.as_tensor(beta, dtype=torch.float64, device=x.device)
     x, alpha, beta = torch.broadcast_tensors(x, alpha, beta)
-    out = [torch.ones_like(x)]
-    if order > 1:
-        out.append((alpha + 1) + (alpha + beta + 2) * (x - 1) / 2)
-    ab, a2b2 = alpha + beta, alpha ** 2 - beta ** 2
-    for n in range(2, order):
-        c = 2 * n + ab
-        num = (c - 1) * (c * (c - 2) * x + a2b2) * out[-1] - 2 * (n + alpha - 1) * (n + beta - 1) * c * out[-2]
-        out.append(num / (2 * n * (n + ab) * (c - 2)))
-    return torch.stack(out[:order])
+    return torch.stack(list(_jacobi_iter(order, alpha, beta, x)))
 
 
 def _series(v, v0, t, a, b, speed, order, derivative: bool):
+    """The polynomial series ``S``, ``log Beta(v; a, b)`` and, with ``derivative``, ``dS/dv`` and
+    ``d/dv log Beta``; summed term by term (memory of one term, not ``order`` of them)."""
     v = torch.as_tensor(v, dtype=torch.float64)
     v0 = torch.as_tensor(v0, dtype=torch.float64, device=v.device)
     t = torch.as_tensor(t, dtype=torch.float64, device=v.device)
@@ -215,29 +224,36 @@ def _series(v, v0, t, a, b, speed, order, derivative: bool):
         raise ValueError(f"t and speed must be positive, got t in [{float(t.min()):.3g}, {float(t.max()):.3g}]")
     if isinstance(order, bool) or not isinstance(order, int) or order < 2:
         raise ValueError(f"order must be an int >= 2, got {order!r}")
-    v, v0, t, a, b, speed = torch.broadcast_tensors(v, v0, t, a, b, speed)
-    n = torch.arange(order, dtype=torch.float64, device=v.device).reshape(-1, *([1] * v.dim()))
-    alpha, beta = b - 1, a - 1
-    lam = 0.5 * speed * n * (n - 1 + a + b)
+    # the coefficients depend on (a, b, speed) only: computed for all n at their (small) shape
     lgam = torch.lgamma
+    a_, b_, speed_ = torch.broadcast_tensors(a, b, speed)
+    n_all = torch.arange(1, order, dtype=torch.float64, device=v.device).reshape(-1, *([1] * a_.dim()))
+    log_beta_small = lgam(a_) + lgam(b_) - lgam(a_ + b_)
+    log_d_all = (lgam(n_all + a_) + lgam(n_all + b_) - torch.log(2 * n_all + a_ + b_ - 1)
+                 - lgam(n_all + a_ + b_ - 1) - lgam(n_all + 1) - log_beta_small)
+    lam_all = 0.5 * speed_ * n_all * (n_all - 1 + a_ + b_)
+    v, v0, t, a, b, speed = torch.broadcast_tensors(v, v0, t, a, b, speed)
+    alpha, beta = b - 1, a - 1
     log_beta_ab = lgam(a) + lgam(b) - lgam(a + b)
-    nn_ = n.clamp(min=1)
-    log_d = (lgam(nn_ + a) + lgam(nn_ + b) - torch.log(2 * nn_ + a + b - 1) - lgam(nn_ + a + b - 1)
-             - lgam(nn_ + 1) - log_beta_ab)
-    log_d = torch.where(n == 0, torch.zeros_like(log_d), log_d)
-    p0 = jacobi_polynomials(order, alpha, beta, 2 * v0 - 1)
-    coef = torch.exp(-lam * t - log_d) * p0
-    s = (coef * jacobi_polynomials(order, alpha, beta, 2 * v - 1)).sum(0)
+    x, x0 = 2 * v - 1, 2 * v0 - 1
+    s = torch.zeros_like(v)
+    ds = torch.zeros_like(v) if derivative else None
+    dp_iter = _jacobi_iter(order - 1, alpha + 1, beta + 1, x) if derivative else None
+    for n, (p0, p) in enumerate(zip(_jacobi_iter(order, alpha, beta, x0), _jacobi_iter(order, alpha, beta, x))):
+        if n == 0:
+            s = s + p0 * p
+            continue
+        coef = torch.exp(-lam_all[n - 1] * t - log_d_all[n - 1]) * p0
+        s = s + coef * p
+        if ds is not None and dp_iter is not None:
+            # d/dv P_n^{(al, be)}(2v - 1) = (n + al + be + 1) P_{n-1}^{(al+1, be+1)}(2v - 1)
+            ds = ds + coef * (n + alpha + beta + 1) * next(dp_iter)
     log_w = (a - 1) * torch.log(v) + (b - 1) * torch.log1p(-v) - log_beta_ab
     log_w = torch.where((a == 1) & (v == 0), -log_beta_ab, log_w)
     log_w = torch.where((b == 1) & (v == 1), -log_beta_ab, log_w)
-    if not derivative:
+    if ds is None:
         return s, log_w, None, None
-    # d/dx P_n^{(al, be)}(x) = (n + al + be + 1) / 2 P_{n-1}^{(al+1, be+1)}(x); d/dv = 2 d/dx
-    dp = jacobi_polynomials(order - 1, alpha + 1, beta + 1, 2 * v - 1)
-    ds = (coef[1:] * (n[1:] + alpha + beta + 1) * dp).sum(0)
-    dlog_w = (a - 1) / v - (b - 1) / (1 - v)
-    return s, log_w, ds, dlog_w
+    return s, log_w, ds, (a - 1) / v - (b - 1) / (1 - v)
 
 
 def jacobi_density(v: torch.Tensor, v0: torch.Tensor, t: torch.Tensor | float, a: torch.Tensor | float,
