@@ -30,6 +30,8 @@ built here yet.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from ..core.sde import SDE
@@ -178,9 +180,9 @@ def _params(a, b, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return a, b
 
 
-def _jacobi_iter(order: int, alpha: torch.Tensor, beta: torch.Tensor, x: torch.Tensor):
+def _jacobi_iter(order: int, alpha, beta, x: torch.Tensor) -> Iterator[torch.Tensor]:
     """Yields ``P_0, ..., P_{order-1}`` of ``P_n^{(alpha, beta)}(x)`` (broadcast tensors), one at a time."""
-    prev, cur = None, torch.ones_like(x)
+    prev, cur = torch.zeros_like(x), torch.ones_like(x)
     ab, a2b2 = alpha + beta, alpha ** 2 - beta ** 2
     for n in range(order):
         yield cur
