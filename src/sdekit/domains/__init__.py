@@ -10,6 +10,7 @@ from ._kernel import SWITCH_SIGMA, reflected_kernel_score, reflected_log_kernel,
 from .dirichlet import (
     SIMPLEX_ATOL,
     JacobiDiffusion,
+    JacobiScoreTable,
     inverse_stick_breaking,
     jacobi_density,
     jacobi_log_density,
@@ -41,7 +42,7 @@ __all__ = [
     "ReflectedScoreMatching", "LabelDropout", "ReflectedSampler", "ThresholdedSampler", "ReflectedPFODE",
     "ClassifierFreeGuidance",
     "SIMPLEX_ATOL", "stick_parameters", "stick_breaking", "inverse_stick_breaking", "JacobiDiffusion",
-    "jacobi_polynomials", "jacobi_density", "jacobi_log_density", "jacobi_score",
+    "jacobi_polynomials", "jacobi_density", "jacobi_log_density", "jacobi_score", "JacobiScoreTable",
     "SudokuValidity", "sudoku_grids", "sudoku_validity", "sudoku_solutions", "sudoku_puzzles", "sudoku_one_hot",
     "sudoku_from_one_hot",
 ]

@@ -24,12 +24,15 @@ floor in float64 that grows as ``s t`` shrinks when ``v0`` or ``v`` is near an e
 most negative value over ``v`` and ``v0`` in ``[0, 1]`` is ``-1.6e-11`` at ``s t = 0.05``, ``-1.2e-9`` at ``0.02``
 and ``-4.5e-8`` at ``0.01`` (``b <= 3``: ``>= -1e-11`` at ``0.01``). Hence ``log p`` and the score are reliable
 only where ``p`` is well above that floor (tested where ``p > 1e-6``, ``s t >= 0.05``); in the far tails they
-are rounding noise. The paper precomputes these quantities on a grid (order 1000, float64); that grid is not
-built here yet.
+are rounding noise. As in the paper (which precomputes order 1000 in float64), :class:`JacobiScoreTable`
+precomputes the score from one-hot starts on a ``(log t, logit v)`` grid and interpolates it; its
+density-weighted relative error is about ``1e-3`` (9 categories, 100 x 401 grid, ``t in [0.01, 1]``, built in
+about 14 s on one core).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
@@ -38,7 +41,7 @@ from ..core.sde import SDE
 
 __all__ = [
     "SIMPLEX_ATOL", "stick_parameters", "stick_breaking", "inverse_stick_breaking", "JacobiDiffusion",
-    "jacobi_polynomials", "jacobi_density", "jacobi_log_density", "jacobi_score",
+    "jacobi_polynomials", "jacobi_density", "jacobi_log_density", "jacobi_score", "JacobiScoreTable",
 ]
 
 SIMPLEX_ATOL = 1e-5
@@ -302,3 +305,110 @@ def jacobi_score(v, v0, t, a, b, speed=1.0, order: int = 200) -> torch.Tensor:
     assert ds is not None and dlog_w is not None
     return dlog_w + ds / s
 
+
+
+class JacobiScoreTable:
+    r"""The score of the Jacobi transition density from a one-hot start (``v0 in {0, 1}``), precomputed once on
+    a grid and interpolated: DDSM's approach (the paper precomputes order 1000 in float64).
+
+    The table holds ``g = d/du log p_t(v | v0)`` in logit coordinates ``u = log(v / (1 - v))``, which equals
+    ``v (1 - v) d/dv log p`` (the quantity DDSM's loss weights by) and stays bounded at the ends, on a grid
+    ``log t`` uniform in ``[log t_min, log t_max]`` and ``u`` uniform in ``[-u_max, u_max]``; queries are
+    bilinear in ``(log t, u)``, with ``u`` clamped to the grid (``u_max = 11.5`` is DDSM's ``v`` clamp
+    ``1e-5``). Cells where the density is within 100 times the series' float64 rounding floor (the far tails at
+    small ``t``, see the module docstring) carry the value of the nearest resolved cell along ``u``.
+
+    Arguments:
+        a, b: ``(k,)`` positive stick parameters (e.g. :func:`stick_parameters`). speed: ``s > 0``.
+        t_min, t_max: time range (``0 < t_min < t_max``). num_t, num_u: grid sizes. u_max: logit range.
+        order: series terms (see :func:`jacobi_density`).
+
+    Raises:
+        ValueError: bad parameters or ranges.
+    """
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, speed: float = 1.0, t_min: float = 0.01,
+                 t_max: float = 1.0, num_t: int = 100, num_u: int = 401, u_max: float = 11.5,
+                 order: int = 200) -> None:
+        a = torch.as_tensor(a, dtype=torch.float64).reshape(-1)
+        b = torch.as_tensor(b, dtype=torch.float64).reshape(-1)
+        if a.shape != b.shape:
+            raise ValueError(f"a and b must have the same length, got {tuple(a.shape)} and {tuple(b.shape)}")
+        if not 0 < t_min < t_max:
+            raise ValueError(f"need 0 < t_min < t_max, got t_min={t_min}, t_max={t_max}")
+        if num_t < 2 or num_u < 2 or u_max <= 0:
+            raise ValueError(f"need num_t >= 2, num_u >= 2, u_max > 0; got {num_t}, {num_u}, {u_max}")
+        self.a, self.b, self.speed = a, b, float(speed)
+        self.log_t = torch.linspace(math.log(t_min), math.log(t_max), num_t, dtype=torch.float64)
+        self.u = torch.linspace(-u_max, u_max, num_u, dtype=torch.float64)
+        v = torch.sigmoid(self.u)
+        shape = (2, len(a), num_t, num_u)
+        v0 = torch.tensor([0.0, 1.0], dtype=torch.float64).reshape(2, 1, 1, 1).expand(shape)
+        t = self.log_t.exp().reshape(1, 1, -1, 1).expand(shape)
+        vv = v.reshape(1, 1, 1, -1).expand(shape)
+        s, log_w, ds, dlog_w = _series(vv, v0, t, a.reshape(1, -1, 1, 1), b.reshape(1, -1, 1, 1), self.speed,
+                                       order, derivative=True)
+        assert ds is not None and dlog_w is not None
+        g = vv * (1 - vv) * (dlog_w + ds / s)
+        density = torch.exp(log_w) * s
+        floor = (-density).clamp(min=0).amax(-1, keepdim=True)                    # rounding floor per (v0, k, t)
+        resolved = density > torch.maximum(100 * floor, torch.full_like(floor, 1e-12))
+        # nearest resolved cell along u: forward fill then backward fill of the resolved values
+        idx = torch.arange(num_u).expand(shape)
+        fwd = torch.where(resolved, idx, torch.full_like(idx, -1)).cummax(-1).values
+        bwd = torch.where(resolved, idx, torch.full_like(idx, num_u)).flip(-1).cummin(-1).values.flip(-1)
+        use_fwd = (fwd >= 0) & ((bwd >= num_u) | (idx - fwd <= bwd - idx))
+        nearest = torch.where(use_fwd, fwd, bwd).clamp(0, num_u - 1)
+        self.table = torch.gather(g, -1, nearest)                                 # (2, k, num_t, num_u)
+        self.resolved = resolved
+
+    def scaled_score(self, v: torch.Tensor, v0: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        r"""``v (1 - v) d/dv log p_t(v | v0)`` interpolated from the table.
+
+        Arguments:
+            v: ``(..., k)`` sticks in ``[0, 1]``; v0: ``(..., k)`` starting sticks, each 0 or 1; t: times in
+                ``[t_min, t_max]``, broadcastable against ``v`` (e.g. ``t[:, None]``).
+
+        Returns:
+            ``(..., k)`` in the dtype of ``v``.
+
+        Raises:
+            ValueError: ``v`` outside ``[0, 1]``, ``v0`` not in ``{0, 1}``, ``t`` outside the table's range,
+                a last dimension other than ``k``.
+        """
+        k = len(self.a)
+        if v.shape[-1] != k:
+            raise ValueError(f"v must have last dimension {k} (the sticks), got shape {tuple(v.shape)}")
+        if bool(((v < 0) | (v > 1) | torch.isnan(v)).any()):
+            raise ValueError("v must lie in [0, 1]")
+        if bool(((v0 != 0) & (v0 != 1)).any()):
+            raise ValueError("v0 must be 0 or 1 (one-hot starts); the table covers no other start")
+        t = torch.as_tensor(t, dtype=torch.float64, device=v.device)
+        log_t = t.log()
+        lo, hi = float(self.log_t[0]), float(self.log_t[-1])
+        if bool(((log_t < lo - 1e-12) | (log_t > hi + 1e-12)).any()):
+            raise ValueError(f"t must lie in [{math.exp(lo):.4g}, {math.exp(hi):.4g}] (the table's range), got "
+                             f"[{float(t.min()):.4g}, {float(t.max()):.4g}]")
+        table = self.table.to(v.device)
+        num_t, num_u = table.shape[-2:]
+        vd = v.to(torch.float64).clamp(1e-300, 1 - 1e-16)
+        u = torch.log(vd) - torch.log1p(-vd)
+        ft = ((log_t - lo) / (hi - lo) * (num_t - 1)).clamp(0, num_t - 1)
+        fu = ((u - float(self.u[0])) / float(self.u[-1] - self.u[0]) * (num_u - 1)).clamp(0, num_u - 1)
+        ft, fu = torch.broadcast_tensors(ft, fu)
+        i0 = ft.floor().long().clamp(max=num_t - 2)
+        j0 = fu.floor().long().clamp(max=num_u - 2)
+        wt, wu = ft - i0, fu - j0
+        stick = torch.arange(k, device=v.device).expand_as(i0)
+        start = v0.to(torch.long).expand_as(i0)
+
+        def at(i, j):
+            return table[start, stick, i, j]
+
+        out = ((1 - wt) * ((1 - wu) * at(i0, j0) + wu * at(i0, j0 + 1))
+               + wt * ((1 - wu) * at(i0 + 1, j0) + wu * at(i0 + 1, j0 + 1)))
+        return out.to(v.dtype)
+
+    def score(self, v: torch.Tensor, v0: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        r"""``d/dv log p_t(v | v0)`` = :meth:`scaled_score` ``/ (v (1 - v))`` (``v`` in the open interval)."""
+        return self.scaled_score(v, v0, t) / (v * (1 - v))
