@@ -153,6 +153,9 @@ def test_jacobi_sde_drift_and_diffusion():
     assert torch.allclose(sde.f(0.0, v), 0.25 * torch.tensor([[0.75 - 0.5, 0.5 - 0.5]]))
     assert torch.allclose(sde.g(0.0, v), torch.sqrt(0.5 * torch.tensor([[0.1875, 0.25]])))
     assert torch.equal(sde.g(0.0, torch.tensor([[-0.01, 1.01]])), torch.zeros(1, 2))
+    a, b = stick_parameters(4)                                  # float64 parameters, float32 state
+    out = sdekit.sdeint(JacobiDiffusion(a, b), torch.full((5, 3), 0.5), [0.0, 0.1], method="euler", dt=1e-2)
+    assert out.dtype == torch.float32 and out.shape == (2, 5, 3)
 
 
 def test_bad_input_is_refused():

@@ -168,11 +168,15 @@ class JacobiDiffusion(SDE):
                 raise ValueError(f"{name} must be positive and finite, got {t.tolist()}")
         self.a, self.b, self.speed = a, b, speed
 
+    def _cast(self, value, v: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(value, dtype=v.dtype, device=v.device)
+
     def f(self, t, v: torch.Tensor) -> torch.Tensor:
-        return 0.5 * self.speed * (self.a * (1 - v) - self.b * v)
+        a, b, speed = (self._cast(x, v) for x in (self.a, self.b, self.speed))
+        return 0.5 * speed * (a * (1 - v) - b * v)
 
     def g(self, t, v: torch.Tensor) -> torch.Tensor:
-        return torch.sqrt(self.speed * (v * (1 - v)).clamp(min=0))
+        return torch.sqrt(self._cast(self.speed, v) * (v * (1 - v)).clamp(min=0))
 
 
 def _params(a, b, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -389,7 +393,9 @@ class JacobiScoreTable:
         if bool(((log_t < lo - 1e-12) | (log_t > hi + 1e-12)).any()):
             raise ValueError(f"t must lie in [{math.exp(lo):.4g}, {math.exp(hi):.4g}] (the table's range), got "
                              f"[{float(t.min()):.4g}, {float(t.max()):.4g}]")
-        table = self.table.to(v.device)
+        if self.table.device != v.device:
+            self.table = self.table.to(v.device)
+        table = self.table
         num_t, num_u = table.shape[-2:]
         vd = v.to(torch.float64).clamp(1e-300, 1 - 1e-16)
         u = torch.log(vd) - torch.log1p(-vd)
