@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _machine import describe  # noqa: E402
+from _machine import describe, emit  # noqa: E402
 
 from sdekit.diffusion import DDIM, VP, GaussianMixture, SDEDPMSolverPP, sample  # noqa: E402
 from sdekit.editing import invert, reconstruct  # noqa: E402
@@ -94,10 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
              "Paper: Cycle-SDE reconstruction is exact without edits (official code with --float64; fp16 autocast "
              "breaks it); no number is reported."]
     out = args.out or (None if args.quick else str(Path(__file__).resolve().parents[1] / "results" / "cycle_sde.md"))
-    text = "\n".join(lines)
-    print(text)
-    if out:
-        Path(out).write_text(text + "\n")
+    emit(lines, out)
     summary = {"ok": ok, "worst_f64": worst[torch.float64], "worst_f32": worst[torch.float32], "seconds": seconds}
     print("RESULT " + json.dumps(summary))
     return summary

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _machine import describe  # noqa: E402
+from _machine import describe, emit  # noqa: E402
 
 from sdekit.diffusion import DDIM, VP, DPMSolverPP, GaussianMixture, SDEDPMSolverPP  # noqa: E402
 from sdekit.editing import inpaint  # noqa: E402
@@ -149,10 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
               "Paper (Nie et al. 2024, Table 3, inpainting on Places/CelebA with 50 steps): SDE-DPM-Solver++ has the "
               "lower FID than DPM-Solver++ at equal steps."]
     out = args.out or (None if args.quick else str(Path(__file__).resolve().parents[1] / "results" / "inpaint.md"))
-    text = "\n".join(lines)
-    print(text)
-    if out:
-        Path(out).write_text(text + "\n")
+    emit(lines, out)
     print("RESULT " + json.dumps(summary))
     return summary
 

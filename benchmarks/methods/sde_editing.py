@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _machine import describe  # noqa: E402
+from _machine import describe, emit  # noqa: E402
 
 from sdekit import odeint  # noqa: E402
 from sdekit.diffusion import DDIM, VP, GaussianMixture  # noqa: E402
@@ -242,10 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
               "Paper: the theorem (Nie et al. 2024, Thm 3.1, 3.2) says KL(q_0 || p_0) < KL(q_t0 || p_t0) under the SDE "
               "and equality under the ODE; it reports no numbers for this toy."]
     out = args.out or (None if args.quick else str(Path(__file__).resolve().parents[1] / "results" / "sde_editing.md"))
-    text = "\n".join(lines)
-    print(text)
-    if out:
-        Path(out).write_text(text + "\n")
+    emit(lines, out)
     summary = {"checks": checks, "worst": worst, "seconds": seconds,
                "mix_sde": [float(sum(mix[s]["SDE"][j]["est"] for s in seeds) / len(seeds)) for j in range(6)],
                "mix_ode": [float(sum(mix[s]["ODE"][j]["est"] for s in seeds) / len(seeds)) for j in range(6)]}
