@@ -8,14 +8,18 @@ Sudoku data without downloads (grids, unique-solution puzzles, a row/column/box 
 from ._box import Box
 from ._kernel import SWITCH_SIGMA, reflected_kernel_score, reflected_log_kernel, reflected_perturb
 from .dirichlet import (
+    DIRICHLET_EPS,
     SIMPLEX_ATOL,
     JacobiDiffusion,
+    JacobiReverseSDE,
     JacobiScoreTable,
+    dirichlet_reverse_sample,
     inverse_stick_breaking,
     jacobi_density,
     jacobi_log_density,
     jacobi_polynomials,
     jacobi_score,
+    one_hot_sticks,
     stick_breaking,
     stick_parameters,
 )
@@ -43,6 +47,7 @@ __all__ = [
     "ClassifierFreeGuidance",
     "SIMPLEX_ATOL", "stick_parameters", "stick_breaking", "inverse_stick_breaking", "JacobiDiffusion",
     "jacobi_polynomials", "jacobi_density", "jacobi_log_density", "jacobi_score", "JacobiScoreTable",
+    "DIRICHLET_EPS", "JacobiReverseSDE", "one_hot_sticks", "dirichlet_reverse_sample",
     "SudokuValidity", "sudoku_grids", "sudoku_validity", "sudoku_solutions", "sudoku_puzzles", "sudoku_one_hot",
     "sudoku_from_one_hot",
 ]

@@ -38,10 +38,12 @@ from collections.abc import Iterator
 import torch
 
 from ..core.sde import SDE
+from ..core.solvers.sde_solvers import Euler
 
 __all__ = [
     "SIMPLEX_ATOL", "stick_parameters", "stick_breaking", "inverse_stick_breaking", "JacobiDiffusion",
     "jacobi_polynomials", "jacobi_density", "jacobi_log_density", "jacobi_score", "JacobiScoreTable",
+    "DIRICHLET_EPS", "JacobiReverseSDE", "one_hot_sticks", "dirichlet_reverse_sample",
 ]
 
 SIMPLEX_ATOL = 1e-5
@@ -418,3 +420,174 @@ class JacobiScoreTable:
     def score(self, v: torch.Tensor, v0: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         r"""``d/dv log p_t(v | v0)`` = :meth:`scaled_score` ``/ (v (1 - v))`` (``v`` in the open interval)."""
         return self.scaled_score(v, v0, t) / (v * (1 - v))
+
+
+DIRICHLET_EPS = 1e-6
+r"""Default clamp of :func:`dirichlet_reverse_sample`: every stick is kept in ``[eps, 1 - eps]`` after every step
+(``1e-6`` is resolved in float64 and float32 alike: ``1 - 1e-6`` is ``0.999999`` to 7 digits in float32)."""
+
+
+class JacobiReverseSDE(SDE):
+    r"""The reverse-time Jacobi SDE of the sticks as a core SDE, to be run by ``sdekit.sdeint`` with **decreasing**
+    times (the core flips time, so its solvers step forward in ``-t``).
+
+    For the forward Ito SDE ``dv = f(v) dt + g(v) dW`` with ``f = s/2 [a (1 - v) - b v]`` and state-dependent
+    ``g(v)^2 = s v (1 - v)``, the time reversal (Anderson 1982; the Fokker-Planck equation with the diffusion
+    term written as ``1/2 d^2/dv^2 (g^2 p)``) is, in forward-time coefficients,
+
+        dv = [f(v) - (g^2)'(v) - g(v)^2 d/dv log p_t(v)] dt + g(v) dW,   (g^2)' = s (1 - 2 v),
+
+    run from ``t = T`` down to ``t_min``. This is DDSM's sampler step
+    ``v += s [1/2 (a (1 - v) - b v) - (1 - 2 v) - v (1 - v) score] (-dt) + sqrt(dt s v (1 - v)) z``.
+    The ``(g^2)'`` term is the one a constant-``g`` reverse SDE does not have.
+
+    The coefficients are evaluated at the state clamped to ``[eps, 1 - eps]`` (the solver used by
+    :func:`dirichlet_reverse_sample` also clamps the state after every step). Sticks where ``known`` is true
+    have zero drift and diffusion, so they keep their initial value.
+
+    Arguments:
+        score: ``score(v, t) -> (*batch, K - 1)``, the score ``d/dv log p_t`` of the sticks (stick space, one
+            entry per stick), called with ``v`` of the state's shape and a 0-dim tensor ``t``.
+        K: number of categories (the sticks use :func:`stick_parameters`).
+        speed: ``s > 0``. eps: the clamp, in ``(0, 0.5)``.
+        known: optional bool tensor broadcastable against the state: sticks held fixed.
+
+    Raises:
+        ValueError: ``K < 2``, ``speed <= 0``, ``eps`` outside ``(0, 0.5)``; at a call, a score of the wrong shape.
+    """
+
+    def __init__(self, score, K: int, speed: float = 1.0, eps: float = DIRICHLET_EPS,
+                 known: torch.Tensor | None = None) -> None:
+        super().__init__(noise_type="diagonal", sde_type="ito")
+        if not callable(score):
+            raise TypeError(f"score must be a callable score(v, t), got {type(score).__name__}")
+        K = _check_K(K)
+        if not (isinstance(speed, (int, float)) and math.isfinite(speed) and speed > 0):
+            raise ValueError(f"speed must be a positive finite number, got {speed!r}")
+        if not (isinstance(eps, (int, float)) and 0 < eps < 0.5):
+            raise ValueError(f"eps must lie in (0, 0.5), got {eps!r}")
+        self.score, self.K, self.speed, self.eps, self.known = score, K, float(speed), float(eps), known
+        self.a, self.b = stick_parameters(K)
+
+    def _free(self, out: torch.Tensor) -> torch.Tensor:
+        if self.known is None:
+            return out
+        return torch.where(self.known.to(out.device), torch.zeros_like(out), out)
+
+    def f(self, t, v: torch.Tensor) -> torch.Tensor:
+        vc = v.clamp(self.eps, 1 - self.eps)
+        t = torch.as_tensor(t, dtype=v.dtype, device=v.device)
+        sc = self.score(vc, t)
+        if not isinstance(sc, torch.Tensor) or sc.shape != v.shape:
+            raise ValueError(f"score must return a tensor of the sticks' shape {tuple(v.shape)} (*batch, K - 1 = "
+                             f"{self.K - 1}), got {tuple(sc.shape) if isinstance(sc, torch.Tensor) else type(sc)}")
+        a, b = self.a.to(v), self.b.to(v)
+        s = self.speed
+        drift = 0.5 * s * (a * (1 - vc) - b * vc) - s * (1 - 2 * vc) - s * vc * (1 - vc) * sc.to(v.dtype)
+        return self._free(drift)
+
+    def g(self, t, v: torch.Tensor) -> torch.Tensor:
+        vc = v.clamp(self.eps, 1 - self.eps)
+        return self._free(torch.sqrt(self.speed * vc * (1 - vc)))
+
+
+class _ClampedEuler(Euler):
+    """Euler-Maruyama followed by a clamp of the state to ``[eps, 1 - eps]`` (elementwise)."""
+
+    name = "clamped_euler"
+
+    def __init__(self, eps: float) -> None:
+        self.eps = eps
+
+    def step(self, problem, t0, t1, y0, dW, state):
+        y1, state = super().step(problem, t0, t1, y0, dW, state)
+        return y1.clamp(self.eps, 1 - self.eps), state
+
+
+def one_hot_sticks(category: torch.Tensor, K: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    r"""The sticks of the one-hot vertex of ``category`` (``0 .. K - 1``): ``0`` before it, ``1`` at it, and ``0``
+    after it (undefined there; the convention of :func:`inverse_stick_breaking`). The last category has all sticks
+    ``0``.
+
+    Returns:
+        ``(*category.shape, K - 1)``.
+    """
+    K = _check_K(K)
+    category = torch.as_tensor(category)
+    if bool(((category < 0) | (category >= K)).any()):
+        raise ValueError(f"category must lie in [0, {K - 1}], got values in [{int(category.min())}, "
+                         f"{int(category.max())}]")
+    idx = torch.arange(K - 1, device=category.device)
+    return (idx == category.unsqueeze(-1)).to(dtype)
+
+
+def dirichlet_reverse_sample(score, K: int, batch_shape: tuple[int, ...] | torch.Size, *, t_max: float = 10.0,
+                             t_min: float = 0.01, steps: int = 200, speed: float = 1.0, eps: float = DIRICHLET_EPS,
+                             known: torch.Tensor | None = None, seed: int | None = None,
+                             dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+                             ) -> torch.Tensor:
+    r"""Reverse-time sampling of Dirichlet diffusion (DDSM): sticks drawn from the stationary law
+    ``Beta(1, K - k)`` at ``t_max`` (the flat Dirichlet), then :class:`JacobiReverseSDE` run by ``sdekit.sdeint``
+    (Euler-Maruyama on a fixed grid geometric in ``t`` from ``t_max`` to ``t_min``, ``steps`` steps, through the
+    core's time loop; the solver clamps every stick to ``[eps, 1 - eps]`` after every step, so states stay
+    strictly inside the simplex). The last step is a full stochastic step (no final denoise).
+
+    **Conditional sampling.** ``known`` (an integer tensor of shape ``batch_shape``, ``-1`` for free entries,
+    otherwise the known category) fixes entries: their sticks are set to the **exact one-hot** sticks
+    (:func:`one_hot_sticks`) clamped to ``[eps, 1 - eps]`` and held there at every step (zero drift and
+    diffusion: DDSM's mask clamp), not to samples of the forward process. The score sees the fixed entries at
+    those values.
+
+    Arguments:
+        score: ``score(v, t) -> (*batch_shape, K - 1)`` in stick space (``d/dv log p_t`` per stick).
+        K: number of categories. batch_shape: shape of the batch (e.g. ``(n,)`` or ``(n, cells)``).
+        t_max, t_min: ``0 < t_min < t_max``. steps: number of steps (``>= 1``). speed: ``s``.
+        eps: the clamp, in ``(0, 0.5)`` (default :data:`DIRICHLET_EPS`).
+        known: optional known categories. seed: seeds the initial sticks and the Brownian increments.
+
+    Returns:
+        ``(*batch_shape, K)`` simplex points (stick-breaking of the final sticks).
+
+    Raises:
+        ValueError: bad ``K``, ``t_min``/``t_max``, ``steps``, ``speed`` or ``eps``; ``known`` of the wrong
+            shape or out of range; a score of the wrong shape.
+    """
+    from ..core.brownian import BrownianGrid
+    from ..core.integrate import sdeint
+
+    K = _check_K(K)
+    if not (isinstance(eps, (int, float)) and 0 < eps < 0.5):
+        raise ValueError(f"eps must lie in (0, 0.5), got {eps!r}")
+    if not (isinstance(t_min, (int, float)) and isinstance(t_max, (int, float)) and 0 < t_min < t_max
+            and math.isfinite(t_max)):
+        raise ValueError(f"need 0 < t_min < t_max (finite), got t_min={t_min!r}, t_max={t_max!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    shape = tuple(batch_shape) + (K - 1,)
+    a, b = stick_parameters(K, dtype=dtype, device=device)
+    gen = torch.Generator(device="cpu")
+    if seed is not None:
+        gen.manual_seed(seed)
+    else:
+        gen.seed()
+    u = torch.rand(shape, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
+    v0 = 1 - u ** (1 / b)                                   # Beta(1, b) by inversion
+    mask = None
+    if known is not None:
+        known = torch.as_tensor(known, device=v0.device)
+        if tuple(known.shape) != tuple(batch_shape):
+            raise ValueError(f"known must have shape batch_shape={tuple(batch_shape)}, got {tuple(known.shape)}")
+        if bool(((known < -1) | (known >= K)).any()):
+            raise ValueError(f"known must hold -1 (free) or a category in [0, {K - 1}]")
+        is_known = known >= 0
+        fixed = one_hot_sticks(known.clamp(min=0), K, dtype=dtype).to(v0.device)
+        mask = is_known.unsqueeze(-1).expand(shape)
+        v0 = torch.where(mask, fixed, v0)
+    v0 = v0.clamp(eps, 1 - eps)
+    sde = JacobiReverseSDE(score, K, speed=speed, eps=eps, known=mask)
+    ts = torch.logspace(math.log10(t_max), math.log10(t_min), steps + 1, dtype=torch.float64)
+    ts[0], ts[-1] = t_max, t_min
+    bm = BrownianGrid(ts, shape, seed=int(torch.randint(0, 2 ** 62, (1,), generator=gen)), dtype=dtype,
+                      device=device)
+    vs = sdeint(sde, v0, ts.to(dtype), method=_ClampedEuler(eps), dt=t_max - t_min, bm=bm)
+    return stick_breaking(vs[-1])
