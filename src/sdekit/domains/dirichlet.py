@@ -1,6 +1,7 @@
-r"""Dirichlet diffusion on the simplex: the Jacobi process per stick, stick-breaking, and the Jacobi transition
-density and its score (Avdeyev et al. 2023, "Dirichlet Diffusion Score Model for Biological Sequence
-Generation", ICML, arXiv 2305.10699; official code jzhoulab/ddsm).
+r"""Dirichlet diffusion on the simplex: the Jacobi process per stick, stick-breaking, the Jacobi transition
+density and its score, and the reverse-time sampler (:func:`dirichlet_reverse_sample`) (Avdeyev et al. 2023,
+"Dirichlet Diffusion Score Model for Biological Sequence Generation", ICML, arXiv 2305.10699;
+official code jzhoulab/ddsm).
 
 **Stick-breaking.** A point ``x`` of the ``K``-simplex and ``K - 1`` sticks ``v in [0, 1]^(K-1)`` are related by
 ``x_k = v_k prod_{j<k} (1 - v_j)`` (``k < K``), ``x_K = prod_{j<K} (1 - v_j)``. With independent
