@@ -289,6 +289,8 @@ class BrownianGrid:
         self._n = len(self._grid) - 1
         self._index = {t: i for i, t in enumerate(self._grid)}
         self._abs_steps = steps.abs()
+        # the step lengths in the increments' dtype, on their device, once (not per drawn block)
+        self._dt = self._abs_steps.to(self.dtype).to(self.device).reshape(-1, *([1] * len(self.shape)))
         numel = max(math.prod(self.shape), 1)
         self.block = int(max(1, min(256, self._BLOCK_NUMBERS // numel)))
         self.chunk = self.block * max(1, min(256, self._CHUNK_NUMBERS // numel) // self.block)
@@ -317,7 +319,7 @@ class BrownianGrid:
                              for k in range(lo, lo + n)])
             H = torch.stack([standard_normal(self.seed, 2 * k + 1, self.shape, self.dtype, self.device)
                              for k in range(lo, lo + n)]) if self.levy_area else None
-        dt = self._abs_steps[lo:lo + n].to(self.dtype).to(self.device).reshape(n, *([1] * len(self.shape)))
+        dt = self._dt[lo:lo + n]
         W = Z.mul_(dt.sqrt())  # in place on the fresh draws
         if H is None:
             return W.unbind(0), None
