@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -113,9 +112,7 @@ class ContinuousAdjoint(AdjointStrategy):
                              "ContinuousAdjoint(dt=...), or use an adaptive method such as 'dopri5'")
         params = resolve_params(self, task.f, "f")
         spec = _ODESpec(
-            func=task.func, solver=task.solver, ts=list(task.ts), rtol=task.rtol, atol=task.atol, dt=task.dt,
-            dt_min=task.dt_min, progress=task.progress, max_steps=task.max_steps, adjoint_solver=adjoint_solver,
-            adjoint_dt=adjoint_dt,
+            task=task, adjoint_solver=adjoint_solver, adjoint_dt=adjoint_dt,
             adjoint_rtol=self.rtol if self.rtol is not None else task.rtol,
             adjoint_atol=self.atol if self.atol is not None else task.atol,
             adjoint_dt_min=self.dt_min if self.dt_min is not None else task.dt_min,
@@ -267,15 +264,7 @@ class _SnapToGrid:
 
 @dataclass
 class _ODESpec:
-    func: Callable
-    solver: ODESolver
-    ts: list
-    rtol: float
-    atol: float
-    dt: float | None
-    dt_min: float | None
-    progress: bool
-    max_steps: int
+    task: ODESolve  # the checked odeint call: the forward solve
     adjoint_solver: ODESolver
     adjoint_dt: float | None
     adjoint_rtol: float
@@ -286,8 +275,9 @@ class _ODESpec:
 class _ODEContinuousAdjointFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spec: _ODESpec, y0: torch.Tensor, *params):
-        ys = _solve_ode(spec.func, spec.solver, y0.detach(), spec.ts, rtol=spec.rtol, atol=spec.atol,
-                        dt=spec.dt, dt_min=spec.dt_min, progress=spec.progress, max_steps=spec.max_steps)
+        task = spec.task
+        ys = _solve_ode(task.func, task.solver, y0.detach(), task.ts, rtol=task.rtol, atol=task.atol,
+                        dt=task.dt, dt_min=task.dt_min, progress=task.progress, max_steps=task.max_steps)
         ys = torch.stack(ys)
         ctx.spec = spec
         ctx.save_for_backward(ys, *params)
@@ -297,6 +287,7 @@ class _ODEContinuousAdjointFn(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_ys):
         spec: _ODESpec = ctx.spec
+        task = spec.task
         ys, *params = ctx.saved_tensors
         params = tuple(params)
         shape = ys.shape[1:]
@@ -307,17 +298,17 @@ class _ODEContinuousAdjointFn(torch.autograd.Function):
             y, a = z[:ny].view(shape), z[ny:2 * ny].view(shape)
             with torch.enable_grad():
                 y = y.detach().requires_grad_(True)
-                out = spec.func(t, y)
+                out = task.func(t, y)
                 grads = vjp(out, (y, *params), a)
             return torch.cat([out.detach().reshape(-1), *(-g.reshape(-1) for g in grads)])
 
         a = grad_ys[-1]
         a_params = torch.zeros(sum(p.numel() for p in params), dtype=ys.dtype, device=ys.device)
-        for i in range(len(spec.ts) - 1, 0, -1):
+        for i in range(len(task.ts) - 1, 0, -1):
             z = torch.cat([ys[i].reshape(-1), a.reshape(-1), a_params])
-            zs = _solve_ode(augmented, spec.adjoint_solver, z, [spec.ts[i], spec.ts[i - 1]],
+            zs = _solve_ode(augmented, spec.adjoint_solver, z, [task.ts[i], task.ts[i - 1]],
                             rtol=spec.adjoint_rtol, atol=spec.adjoint_atol, dt=spec.adjoint_dt,
-                            dt_min=spec.adjoint_dt_min, progress=spec.progress, max_steps=spec.max_steps)
+                            dt_min=spec.adjoint_dt_min, progress=task.progress, max_steps=task.max_steps)
             a = zs[-1][ny:2 * ny].view(shape) + grad_ys[i - 1]
             a_params = zs[-1][2 * ny:]
         return (None, a, *unflat(a_params, params))
