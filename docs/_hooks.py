@@ -34,6 +34,7 @@ DOCUMENTED = {  # package -> its __init__.py (read with ast, never imported)
     "sdekit.train": "src/sdekit/train/__init__.py",
     "sdekit.editing": "src/sdekit/editing/__init__.py",
     "sdekit.domains": "src/sdekit/domains/__init__.py",
+    "sdekit.montecarlo": "src/sdekit/montecarlo/__init__.py",
 }
 
 _INCLUDE = re.compile(r"^<!--\s*include:\s*(\S+)\s*-->\s*$", re.MULTILINE)

@@ -2,7 +2,8 @@
 
 ``import sdekit`` is cheap: the core's names (``sdekit.sdeint``, ``sdekit.BrownianPath``, ...) and the
 subpackages (``sdekit.diffusion``, ``sdekit.data``, ``sdekit.metrics``, ``sdekit.nn``, ``sdekit.train``,
-``sdekit.torchsde``, ``sdekit.editing``, ``sdekit.domains``) load on first use (PEP 562 module ``__getattr__``).
+``sdekit.torchsde``, ``sdekit.editing``, ``sdekit.domains``,
+``sdekit.montecarlo``) load on first use (PEP 562 module ``__getattr__``).
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ __all__ = [
     "__version__",
 ]
 _CORE_NAMES = tuple(name for name in __all__ if name != "__version__")
-_SUBPACKAGES = ("core", "data", "diffusion", "metrics", "nn", "train", "torchsde", "editing", "domains", "cli")
+_SUBPACKAGES = ("core", "data", "diffusion", "metrics", "nn", "train", "torchsde", "editing", "domains", "montecarlo", "cli")
 
 if TYPE_CHECKING:  # the static view of the lazy names
-    from . import data, diffusion, domains, editing, metrics, nn, train  # noqa: F401
+    from . import data, diffusion, domains, editing, metrics, montecarlo, nn, train  # noqa: F401
     from .core import (  # noqa: F401
         NOISE_TYPES,
         SDE,
