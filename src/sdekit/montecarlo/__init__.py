@@ -11,3 +11,22 @@ gradient evaluations so that comparisons are at equal budget.
 # public names are added module by module below (each import line lists its module's names)
 
 __all__: list[str] = []
+
+from .langevin import (
+    OBABO,
+    ULA,
+    ULMC,
+    AnnealedLangevin,
+    AnnealingSchedule,
+    KineticLangevin,
+    OverdampedLangevin,
+    SampleResult,
+)
+from .multiscale import ConditionalTarget, GaussianNoise, MultALMC, MultCDiff, StudentTNoise
+from .targets import Funnel, Gaussian, GaussianMixture, LogisticRegression, Rings, StudentT, Target, as_target
+
+__all__ += [
+    "Target", "as_target", "Gaussian", "GaussianMixture", "Rings", "Funnel", "StudentT", "LogisticRegression",
+    "OverdampedLangevin", "KineticLangevin", "OBABO", "AnnealingSchedule", "SampleResult", "ULA", "ULMC",
+    "AnnealedLangevin", "GaussianNoise", "StudentTNoise", "ConditionalTarget", "MultALMC", "MultCDiff",
+]
