@@ -68,11 +68,10 @@ from sdekit.diffusion import (
     EDMHeun,
     EmpiricalData,
     GaussianMixture,
-    Karras,
     SASolver,
     SDEDPMSolverPP,
-    UniformLogSNR,
     UniPC,
+    get_time_grid,
     sample,
 )
 from sdekit.diffusion.gits import GITS
@@ -349,7 +348,7 @@ class SdekitRunner:
             if grid == "gits":
                 timesteps, steps = self.gits(problem, sampler, nfe, key), None
             else:
-                timesteps = {"logsnr": UniformLogSNR(), "karras": Karras(7.0)}[grid]
+                timesteps = get_time_grid(grid)   # logsnr, karras (rho 7), vp-uniform, vp-quadratic
             with torch.no_grad():
                 x, info = sample(self.denoiser(problem), self.schedule, x_T, solver=sampler, steps=steps,
                                  timesteps=timesteps, generator=torch.Generator().manual_seed(seed),
@@ -728,7 +727,10 @@ def write_markdown(path: Path, problems, results, versions: dict, select_nfe: in
         f"deterministic samplers against a DOP853 (rtol 1e-10) probability-flow ODE solution on the first {N_REF}",
         "samples. Order: fitted on NFE >= 10. Settings: per problem, each sampler's candidate with the lowest error at",
         f"NFE {select_nfe} (RMSE for ODE samplers, SW2 for stochastic ones), the same rule for every library. NFE is",
-        "counted (model calls made); EDM Heun and k-diffusion's Heun make 2 steps - 1 calls. sdekit's `gits` grids",
+        "counted (model calls made); EDM Heun and k-diffusion's Heun make 2 steps - 1 calls. sdekit's grids:",
+        "`logsnr` (uniform in log-SNR), `karras` (rho 7), `vp-uniform` / `vp-quadratic` (`VPTime`: uniform / quadratic",
+        "in the time of the linear VP schedule, carried over by the log-SNR; DPM-Solver's time_uniform /",
+        "time_quadratic, and vp-uniform is diffusers' linspace spacing) and `gits`. The `gits` grids",
         "are fitted per sampler and NFE from 256 warm-up prior draws (RK4 teacher on 61 Karras points, DDIM-step",
         "cost, weight per level chosen in 0.8-1.3 by the sampler's distance to the teacher's endpoints on the",
         f"warm-up draws, then at NFE <= {GITS_REFINE_MAX_NFE} polished for the sampler with `refine={GITS_REFINE}` "
@@ -897,8 +899,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--digits-n", type=int, help="samples for the digits problem (default 5000)")
     p.add_argument("--libraries", nargs="+", default=["sdekit", "diffusers", "k-diffusion"],
                    choices=["sdekit", "diffusers", "k-diffusion"])
-    p.add_argument("--grids", nargs="+", default=["logsnr", "karras", "gits"],
-                   help="sdekit grid candidates (logsnr, karras, gits)")
+    p.add_argument("--grids", nargs="+", default=["logsnr", "karras", "vp-uniform", "vp-quadratic", "gits"],
+                   help="sdekit grid candidates (logsnr, karras, vp-uniform, vp-quadratic, gits)")
     p.add_argument("--select-nfe", type=int, default=10,
                    help="NFE at which settings are chosen and draws are repeated (default 10)")
     p.add_argument("--replicates", type=int, default=None,

@@ -17,6 +17,7 @@ from sdekit.diffusion import (
     TimeTensor,
     UniformLogSNR,
     UniformTime,
+    VPTime,
     get_time_grid,
 )
 from sdekit.diffusion.timesteps import default_timesteps, resolve_timesteps
@@ -24,7 +25,8 @@ from sdekit.diffusion.timesteps import default_timesteps, resolve_timesteps
 SCHEDULES = [VP(), CosineVP(), DiscreteVP.linear(), SubVP(), VE(), EDM(), LinearFlow(t_max=0.999)]
 
 
-@pytest.mark.parametrize("grid", [UniformTime(), UniformLogSNR(), Karras(), Karras(rho=1.0)], ids=repr)
+@pytest.mark.parametrize("grid", [UniformTime(), UniformLogSNR(), Karras(), Karras(rho=1.0), VPTime(), VPTime(2.0)],
+                         ids=repr)
 @pytest.mark.parametrize("s", SCHEDULES, ids=lambda s: type(s).__name__)
 def test_grid_contract(s, grid):
     ts = grid.times(s, 12)
@@ -52,6 +54,32 @@ def test_karras_on_edm_is_the_papers_formula():
     torch.testing.assert_close(Karras().times(s, 18), want, rtol=1e-12, atol=1e-15)
     assert isinstance(default_timesteps(s), Karras) and isinstance(default_timesteps(VP()), UniformTime)
     assert default_timesteps(EDM(rho=5.0)).rho == 5.0
+
+
+def test_vp_time_is_dpm_solvers_time_grids_carried_by_the_log_snr():
+    """On VP(0.1, 20) itself power 1 is UniformTime and power 2 is DPM-Solver's "time_quadratic" formula
+    (uniform in sqrt(t)); on another schedule the grid has the same log-SNRs as on VP between the same ends."""
+    vp = VP()
+    torch.testing.assert_close(VPTime().times(vp, 25), UniformTime().times(vp, 25), rtol=1e-12, atol=1e-14)
+    i = torch.arange(26, dtype=torch.float64)
+    quad = (1.0 + i / 25 * (1e-3 ** 0.5 - 1.0)) ** 2
+    torch.testing.assert_close(VPTime(2.0).times(vp, 25), quad, rtol=1e-12, atol=1e-14)
+    edm = EDM()
+    for power in (1.0, 2.0):
+        on_edm = edm.log_snr(VPTime(power).times(edm, 30))
+        t0, t1 = (float(vp.t_of_log_snr(edm.log_snr(t))) for t in (edm.t_max, edm.t_min))
+        wide = VP(t_min=t1 / 2, t_max=2 * t0)   # the same beta(t), an interval that holds EDM's ends
+        on_vp = wide.log_snr(VPTime(power).times(wide, 30, t_start=t0, t_end=t1))
+        torch.testing.assert_close(on_edm, on_vp, rtol=1e-10, atol=1e-10)
+    # other betas: uniform in that schedule's own time
+    vp2 = VP(beta_min=0.5, beta_max=10.0)
+    torch.testing.assert_close(VPTime(beta_min=0.5, beta_max=10.0).times(vp2, 7), UniformTime().times(vp2, 7),
+                               rtol=1e-12, atol=1e-14)
+    assert isinstance(get_time_grid("vp-uniform"), VPTime) and get_time_grid("vp-quadratic").power == 2.0
+    with pytest.raises(ValueError, match="power must be"):
+        VPTime(power=0.0)
+    with pytest.raises(ValueError, match="beta_max must exceed beta_min"):
+        VPTime(beta_min=5.0, beta_max=1.0)
 
 
 def test_resolution_and_errors():

@@ -64,7 +64,16 @@ from .samplers import (
 from .schedules import EDM, VE, VP, CosineVP, DiscreteVP, LinearFlow, Schedule, SubVP
 from .sde import ForwardSDE, ProbabilityFlowODE, ReverseSDE
 from .sharded import Shard, gather_shards, sample_sharded
-from .timesteps import TIME_GRIDS, Karras, TimeGrid, TimeTensor, UniformLogSNR, UniformTime, get_time_grid
+from .timesteps import (
+    TIME_GRIDS,
+    Karras,
+    TimeGrid,
+    TimeTensor,
+    UniformLogSNR,
+    UniformTime,
+    VPTime,
+    get_time_grid,
+)
 
 __all__ = [
     # schedules
@@ -81,7 +90,7 @@ __all__ = [
     "ScoreWeighting", "LikelihoodWeighting", "EDMWeighting", "MinSNRWeighting", "WEIGHTINGS", "TimeSampling",
     "UniformTimeSampling", "LogNormalSampling", "TIME_SAMPLINGS",
     # time grids and samplers
-    "TimeGrid", "UniformTime", "UniformLogSNR", "Karras", "TimeTensor", "TIME_GRIDS", "get_time_grid",
+    "TimeGrid", "UniformTime", "UniformLogSNR", "Karras", "VPTime", "TimeTensor", "TIME_GRIDS", "get_time_grid",
     "sample", "Sampler", "SamplerContext", "SampleInfo", "DDIM", "EulerMaruyama", "PFODE", "SAMPLERS",
     "get_sampler", "DPMSolverPP", "SDEDPMSolverPP", "DEIS", "IPNDM", "UniPC", "EDMHeun", "PredictorCorrector",
     "SASolver", "ERSDE",
