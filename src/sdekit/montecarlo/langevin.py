@@ -197,7 +197,7 @@ class AnnealingSchedule:
     ``[lam_min, lam_max]``, away from 0 (the fast target then needs ``grad V`` at ``y / sqrt(lambda)``) and from
     1 (where it degenerates to a point mass). The paper's ``lambda_delta = 0.01`` gives the defaults.
 
-    Arguments:
+    Attributes:
         lam_min, lam_max: ``0 < lam_min < lam_max <= 1``.
         cosine: the cosine-like shape (slower at both ends).
         hold: the fraction of the run held at ``lam_max`` at the end, ``0 <= hold < 1`` (default 0).

@@ -38,7 +38,7 @@ the paper's ``lambda~ = 0.6`` is the default (our reading of its regime switch).
   variant is not built here.
 
 Overdamped fast processes need ``(h / eps) / (1 - lam_max) < 1`` for a stable Euler step (the fast target's
-curvature is ``1 / (1 - lambda)``), underdamped ones ``(h / eps) / sqrt(1 - lam_max) < 1``; the samplers refuse
+curvature is ``1 / (1 - lambda)``), underdamped ones ``(h / eps) / sqrt(1 - lam_max) < 2``; the samplers refuse
 settings beyond these. The Student-t noise variant uses
 plain Langevin on the Student-t ``rho`` (the paper's modified Ito fast process, after He et al. 2024, is not
 built). Each step evaluates ``grad log pi`` once (at ``Y / sqrt(lambda)``), so budgets compare with
@@ -164,14 +164,15 @@ def _check_switch(switch) -> float:
 def _check_fast_stability(step_size: float, eps: float, lam_max: float, noise: Noise, name: str,
                           underdamped: bool = False) -> None:
     """Refuse a fast step beyond the stability limit of its scheme on the curvature ``1 / (1 - lam_max)`` of
-    the Gaussian factor of ``rho`` (Euler: ``(h / eps) K < 2``; OBABO: ``(h / eps) sqrt(K) < 2``; a margin of 2
-    is kept for the curvature of ``pi`` itself)."""
+    the Gaussian factor of ``rho`` (Euler: ``(h / eps) K < 2``, required ``< 1`` to leave room for the curvature
+    of ``pi``; OBABO: ``(h / eps) sqrt(K) < 2``, the Verlet limit, which the paper's ``h = 0.005``,
+    ``eps = 0.05`` meets at ``lam_max = 0.99`` with ``(h / eps) sqrt(K) = 1``)."""
     if underdamped:
         ratio = step_size / (eps * math.sqrt(1 - lam_max))
-        if ratio >= 1:
+        if ratio >= 2:
             raise ValueError(
                 f"{name}: the underdamped fast step is unstable: step_size / (eps sqrt(1 - lam_max)) = {step_size} "
-                f"/ ({eps} * {math.sqrt(1 - lam_max):.3g}) = {ratio:.3g} must be < 1; lower step_size, raise eps "
+                f"/ ({eps} * {math.sqrt(1 - lam_max):.3g}) = {ratio:.3g} must be < 2; lower step_size, raise eps "
                 "or lower lam_max")
         return
     ratio = step_size / (eps * (1 - lam_max))
@@ -194,7 +195,9 @@ class MultALMC:
     by Euler-Maruyama through ``sdeint`` (``n_steps + 1`` gradients). Underdamped (``friction`` given): the
     kinetic version of both, frictions ``(Gamma(t), fast_friction)``, by :class:`~sdekit.montecarlo.OBABO`
     through ``sdeint`` (``n_steps + 2`` gradients). ``s`` is the noise-form estimator for
-    ``lambda < switch`` and the target-form one above. Starts at ``Y_0 = sqrt(lam_min) X_0``, zero momenta.
+    ``lambda < switch`` and the target-form one above. Starts at ``Y_0 = X_0`` (the fast process then falls into
+    the mode of ``rho_{lam_min, X_0}`` nearest ``X_0``; starting it at ``sqrt(lam_min) X_0`` sends every chain to
+    the mode nearest the origin), zero momenta.
 
     Arguments:
         step_size: ``h > 0`` (the paper: 0.001, 0.003, 0.005).
@@ -262,7 +265,8 @@ class MultCDiff:
     ``lambda(t) = lam_min exp(2 kappa t)``, ``kappa = log(lam_max / lam_min) / (2 T)``, ``T = n_steps h``:
     one :class:`~sdekit.montecarlo.OverdampedLangevin` on ``(X, Y)`` with speeds ``(kappa, 1 / eps)`` and force
     ``(X + 2 s, grad log rho)``, Euler-Maruyama through ``sdeint`` (``n_steps + 1`` gradients). Gaussian noise;
-    overdamped only (the paper's critically damped variant is not built). ``x0`` should be ``N(0, I)`` draws.
+    overdamped only (the paper's critically damped variant is not built). ``x0`` should be ``N(0, I)`` draws;
+    the fast process starts at ``Y_0 = X_0``.
 
     Arguments:
         step_size: ``h > 0``.
