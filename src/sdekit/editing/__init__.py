@@ -2,6 +2,8 @@
 
 * SDEdit (Meng et al. 2022), inpainting by replacement, Cycle-SDE inversion and reconstruction and SDE-Drag
   (Nie et al. 2024, "The Blessing of Randomness: SDE Beats ODE in General Diffusion-based Image Editing").
+* Inpainting by twisted sequential Monte Carlo (``inpaint(method="tds")``; Wu et al. 2023, the Twisted Diffusion
+  Sampler), asymptotically exact in the number of particles.
 * Multiplicative-noise removal in the log domain (see :mod:`sdekit.editing.speckle`).
 
 Every function runs the diffusion layer's samplers through :func:`sdekit.diffusion.sample`; none has a time
