@@ -153,18 +153,22 @@ class TwistedInpainting(Sampler):
     def step(self, ctx: SamplerContext, k: int, t0: float, t1: float, x: torch.Tensor,
              state: Any) -> tuple[torch.Tensor, Any]:
         p0 = schedule_point(ctx.schedule, t0)
-        r0 = p0.sigma / p0.alpha
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            d = ctx.denoiser(xg, t0)
-            twist = self._log_twist(d, r0)
-            (grad,) = torch.autograd.grad(twist.sum(), xg)
-        d, twist = d.detach(), twist.detach()
+        if p0.alpha > 0:
+            with torch.enable_grad():
+                xg = x.detach().requires_grad_(True)
+                d = ctx.denoiser(xg, t0)
+                twist = self._log_twist(d, p0.sigma / p0.alpha)
+                (grad,) = torch.autograd.grad(twist.sum(), xg)
+            d, twist, shift = d.detach(), twist.detach(), p0.sigma**2 / p0.alpha
+        else:  # alpha = 0 (pure noise): the twist is flat, nothing to guide
+            d = ctx.denoiser(x, t0)
+            twist = torch.zeros(self.batch, self.particles, dtype=x.dtype, device=x.device)
+            grad, shift = torch.zeros_like(d), 0.0
         logw = self.log_weights if self.log_weights is not None else torch.zeros_like(twist)
         logw = self._reweight(logw, twist)
         logw, (x, state, d, grad, flat_twist) = self._resample(logw, [x, state, d, grad, twist.reshape(-1)])
         twist = flat_twist.reshape(self.batch, self.particles)
-        guided = d + (p0.sigma**2 / p0.alpha) * grad
+        guided = d + shift * grad
 
         def constant(value: torch.Tensor | float):
             return lambda k_, a, b: value if isinstance(value, torch.Tensor) else torch.full_like(x, value)
