@@ -149,6 +149,13 @@ def report(rows: list[dict], datasets, rates, models, seeds, steps, wall: float,
         "i.e. one step per observation); model selected on validation accuracy every "
         f"{EVAL_EVERY} steps (paper: validation loss with patience 10). No hyper-parameter search.",
         "",
+        "**The paper's numbers.** Its per-data-set accuracies at each missing rate are not in our checked notes "
+        "(`PAPERS-methods.md` marks them unverified), so none are printed beside ours; the one figure there is a "
+        "third-party 72.7 % mean accuracy over the paper's 30 UEA sets on complete data, with a searched model "
+        "per set and 100 epochs. Our accuracies are far below tuned values (small test splits: 12 series for "
+        "BasicMotions, 30-32 for ArrowHead / GunPoint, 165 for ItalyPowerDemand); read the drop together with "
+        "the level: a model near chance at 0 % cannot lose much.",
+        "",
         f"Date {datetime.date.today().isoformat()}; machine: {describe()}; wall {wall:.0f} s "
         f"({sum(r['seconds'] for r in rows):.0f} s of training summed over runs).",
         "",
@@ -181,7 +188,72 @@ def report(rows: list[dict], datasets, rates, models, seeds, steps, wall: float,
         overall[m] = {"per_rate": per_rate, "drop": per_rate[0] - per_rate[-1], "diverged": div, "runs": n}
         lines.append(f"| {m} | " + " | ".join(f"{100 * v:.1f}" for v in per_rate)
                      + f" | {100 * (per_rate[0] - per_rate[-1]):+.1f} | {div} of {n} |")
+    lines += claim_section(summary, overall, datasets, models)
     return "\n".join(lines) + "\n", {"overall": overall, "summary": summary}
+
+
+STABLE = ("LSDE", "LNSDE", "GSDE")
+
+
+def claim_section(summary: dict, overall: dict, datasets, models) -> list[str]:
+    """The paper's two claims, checked on the numbers above."""
+    stable = [m for m in models if m in STABLE]
+    base = [m for m in models if m not in STABLE]
+    if not stable or not base:
+        return []
+    lines = ["", "## The paper's claims on these numbers", ""]
+    s_drop = [overall[m]["drop"] for m in stable]
+    b_drop = [overall[m]["drop"] for m in base]
+    s_last = [overall[m]["per_rate"][-1] for m in stable]
+    b_last = [overall[m]["per_rate"][-1] for m in base]
+    holds = max(s_drop) < min(b_drop)
+    lines.append(
+        f"1. *The stable classes lose the least accuracy as the missing rate grows.* Averaged over the sets, the "
+        f"drop from 0 % to the highest rate is {', '.join(f'{m} {100 * d:+.1f}' for m, d in zip(stable, s_drop))} "
+        f"points against {', '.join(f'{m} {100 * d:+.1f}' for m, d in zip(base, b_drop))}: "
+        + ("every stable class loses less than every baseline (holds)." if holds else
+           ("the stable classes lose less on average "
+            f"({100 * sum(s_drop) / len(s_drop):+.1f} vs {100 * sum(b_drop) / len(b_drop):+.1f}) but not every "
+            "stable class beats every baseline (holds only on average)."
+            if sum(s_drop) / len(s_drop) < sum(b_drop) / len(b_drop) else "does not hold at this budget.")))
+    wins = []
+    for ds in datasets:
+        drops = {m: summary[f"{ds}|{m}"]["means"][0] - summary[f"{ds}|{m}"]["means"][-1] for m in models}
+        best = min(drops, key=lambda k: drops[k])
+        wins.append(f"{ds}: {best} ({100 * drops[best]:+.1f})")
+    lines.append(f"   Smallest drop per set: {'; '.join(wins)}. At the highest rate the best stable class reaches "
+                 f"{100 * max(s_last):.1f} % against the best baseline's {100 * max(b_last):.1f} %.")
+    level = []
+    for ds in datasets:
+        last = {m: summary[f"{ds}|{m}"]["means"][-1] for m in models}
+        first = {m: summary[f"{ds}|{m}"]["means"][0] for m in models}
+        top_last, top_first = max(last, key=lambda k: last[k]), max(first, key=lambda k: first[k])
+        if top_last in base or top_first in base:
+            level.append(f"{ds} (most accurate at 0 %: {top_first} {100 * first[top_first]:.1f}; at the highest "
+                         f"rate: {top_last} {100 * last[top_last]:.1f})")
+    if level:
+        lines.append("   Where the claim fails in level: a baseline is the most accurate model at 0 % or at the "
+                     "highest rate on " + "; ".join(level) + ".")
+    rising = [f"{ds} {m} ({100 * (summary[f'{ds}|{m}']['means'][0] - summary[f'{ds}|{m}']['means'][-1]):+.1f})"
+              for ds in datasets for m in models
+              if summary[f"{ds}|{m}"]["means"][0] - summary[f"{ds}|{m}"]["means"][-1] < -0.05]
+    if rising:
+        lines.append("   Negative drops (accuracy *rising* with the missing rate by more than 5 points: "
+                     + ", ".join(rising) + ") are not a gain from missing data: they mark models that are far from "
+                     "trained at this budget (200 steps) and small test splits, so part of the 'stable classes lose "
+                     "least' result above comes from this noise. The set where every model trains well is the "
+                     "cleanest test of the claim.")
+    s_div = sum(overall[m]["diverged"] for m in stable)
+    b_div = sum(overall[m]["diverged"] for m in base)
+    n_s = sum(overall[m]["runs"] for m in stable)
+    n_b = sum(overall[m]["runs"] for m in base)
+    lines.append(f"2. *The stable classes never diverge.* Diverged runs (non-finite loss or state): stable classes "
+                 f"{s_div} of {n_s}, baselines {b_div} of {n_b}"
+                 + (" (holds; at this small budget and with bounded drifts no baseline diverged either, so the "
+                    "claim is not tested hard here)." if s_div == 0 and b_div == 0 else
+                    " (holds for the stable classes)." if s_div == 0 else " (fails).")
+                 )
+    return lines
 
 
 def main() -> None:
@@ -193,6 +265,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--jsonl", default=None, help="append each run's result here (resumable)")
+    parser.add_argument("--wall", type=float, default=None,
+                        help="wall seconds of the run that filled --jsonl (when only writing the report)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.quick:
@@ -231,7 +305,7 @@ def main() -> None:
                 with open(args.jsonl, "a") as fh:
                     fh.write(json.dumps(row) + "\n")
             print(json.dumps(row), file=sys.stderr, flush=True)
-    wall = time.perf_counter() - t0
+    wall = args.wall if args.wall is not None else time.perf_counter() - t0
     text, summary = report(rows, datasets, rates, models, seeds, steps, wall, args.quick)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
