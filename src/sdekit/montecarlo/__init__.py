@@ -12,6 +12,17 @@ gradient evaluations so that comparisons are at equal budget.
 
 __all__: list[str] = []
 
+from .feynman_kac import (
+    AntitheticBrownian,
+    ControlVariate,
+    DiscretisationBias,
+    FeynmanKac,
+    FeynmanKacEstimate,
+    VariableExponentSDE,
+    gbm_control,
+    gbm_expectation,
+    gbm_power_expectation,
+)
 from .langevin import (
     OBABO,
     ULA,
@@ -23,7 +34,14 @@ from .langevin import (
     SampleResult,
 )
 from .multiscale import ConditionalTarget, GaussianNoise, MultALMC, MultCDiff, StudentTNoise
+from .pde import CrankNicolsonResult, crank_nicolson, crank_nicolson_refined
 from .targets import Funnel, Gaussian, GaussianMixture, LogisticRegression, Rings, StudentT, Target, as_target
+
+__all__ += [
+    "VariableExponentSDE", "FeynmanKac", "FeynmanKacEstimate", "AntitheticBrownian", "ControlVariate",
+    "gbm_control", "gbm_expectation", "gbm_power_expectation", "DiscretisationBias",
+    "crank_nicolson", "crank_nicolson_refined", "CrankNicolsonResult",
+]
 
 __all__ += [
     "Target", "as_target", "Gaussian", "GaussianMixture", "Rings", "Funnel", "StudentT", "LogisticRegression",
