@@ -174,11 +174,19 @@ def samplers_for(name: str):
     multcdiff = ("MultCDiff, overdamped (h 0.0005, eps 0.05)", MultCDiff(0.0005, 0.05))
     if name in ("ring8", "mixture40"):
         return [ulmc, annealed, multalmc, multcdiff]
+    if name == "funnel":  # lam_min 0.1 and Y0 = sqrt(lam_min) X0: from lam_min 0.01 / Y0 = X0 both diverge
+        start = math.sqrt(0.1)
+        return [ulmc,
+                ("MultALMC, underdamped (h 0.05, eps 0.5, lam_min 0.1, Y0 = 0.32 X0)",
+                 MultALMC(0.05, 0.5, AnnealingSchedule(0.1, 0.99, cosine=True, hold=0.2), friction=(0.01, 0.5),
+                          fast_start=start)),
+                ("MultCDiff, overdamped (h 0.0005, eps 0.05, lam_min 0.1, Y0 = 0.32 X0)",
+                 MultCDiff(0.0005, 0.05, lam_min=0.1, fast_start=start))]
     if name == "student_t":
         student = ("MultALMC, Student-t(3) noise", MultALMC(0.05, 0.5, schedule, friction=(0.01, 0.5),
                                                              noise=StudentTNoise(3.0)))
         return [ulmc, multalmc, student, multcdiff]
-    return [ulmc, multalmc, multcdiff]
+    raise ValueError(name)
 
 
 def comparison_section(names, seeds, n, steps) -> tuple[list[str], dict, dict]:
@@ -197,16 +205,17 @@ def comparison_section(names, seeds, n, steps) -> tuple[list[str], dict, dict]:
             x0 = torch.randn(n, target.dim, dtype=F64, generator=gen)
             for label, sampler in samplers_for(name):
                 t0 = time.time()
-                if "Student-t(3) noise" in label:  # start from the noise law nu = t_3
-                    x0s = StudentT(target.dim, 3.0).sample(n, gen)
-                    out = sampler.sample(target, x0s, steps, seed=seed)
-                else:
-                    out = sampler.sample(target, x0, steps, seed=seed)
-                x = out.samples
-                finite = bool(torch.isfinite(x).all()) and x.abs().max().item() < 1e6  # else: diverged
-                m = {"grad_evals": out.grad_evals, "seconds": time.time() - t0}
-                if not finite:
+                start = StudentT(target.dim, 3.0).sample(n, gen) if "Student-t(3) noise" in label else x0
+                try:  # the Student-t-noise run starts from the noise law nu = t_3
+                    out = sampler.sample(target, start, steps, seed=seed)
+                    x, grads = out.samples, out.grad_evals
+                    finite = bool(torch.isfinite(x).all()) and x.abs().max().item() < 1e6
+                except FloatingPointError:
+                    x, grads, finite = start, steps + 2, False
+                m = {"grad_evals": grads, "seconds": time.time() - t0}
+                if not finite:  # diverged: reported as such, not averaged
                     m["w2"] = float("nan")
+                    m["diverged"] = 1.0
                 elif name == "funnel":
                     m["ks"] = sliced_ks(x, ref, seed=seed)
                     m["w2"] = entropic_w2(x, ref)
@@ -223,14 +232,20 @@ def comparison_section(names, seeds, n, steps) -> tuple[list[str], dict, dict]:
                     samples_for_png[label] = x
                 print(f"  {name} seed {seed} {label}: {m}", flush=True)
         lines += _table(name, rows, ref_floor, n, steps)
-        res[name] = {label: {key: float(np.mean([m[key] for m in ms])) for key in ms[0]} for label, ms in rows.items()}
+        res[name] = {label: {key: float(np.nanmean([m.get(key, np.nan) for m in ms]))
+                             for key in {k for m in ms for k in m}} for label, ms in rows.items()}
         res[name + "_floor"] = float(np.mean(ref_floor)) if ref_floor else None
     return lines, res, samples_for_png
 
 
 def _fmt(values) -> str:
     v = np.array(values, dtype=float)
-    return f"{np.mean(v):.3f} ± {np.std(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
+    bad = int(np.isnan(v).sum())
+    v = v[~np.isnan(v)]
+    if len(v) == 0:
+        return f"diverged ({bad} of {bad})"
+    text = f"{np.mean(v):.3f} ± {np.std(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
+    return text + (f" ({bad} diverged)" if bad else "")
 
 
 def _table(name, rows, ref_floor, n, steps) -> list[str]:

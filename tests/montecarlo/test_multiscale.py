@@ -89,6 +89,7 @@ def test_bad_input_names_the_argument():
         (dict(step_size=0.001, eps=0.1, switch=1.5), "switch must be a number in"),
         (dict(step_size=0.001, eps=0.1, schedule=AnnealingSchedule(0.01, 1.0)), "lam_max must be < 1"),
         (dict(step_size=0.001, eps=0.1, fast_friction=0.0), "fast_friction must be a positive"),
+        (dict(step_size=0.001, eps=0.1, fast_start=-1.0), "fast_start must be a positive finite number, got -1.0"),
     ]:
         with pytest.raises(ValueError, match=match):
             MultALMC(**kwargs)

@@ -195,9 +195,7 @@ class MultALMC:
     by Euler-Maruyama through ``sdeint`` (``n_steps + 1`` gradients). Underdamped (``friction`` given): the
     kinetic version of both, frictions ``(Gamma(t), fast_friction)``, by :class:`~sdekit.montecarlo.OBABO`
     through ``sdeint`` (``n_steps + 2`` gradients). ``s`` is the noise-form estimator for
-    ``lambda < switch`` and the target-form one above. Starts at ``Y_0 = X_0`` (the fast process then falls into
-    the mode of ``rho_{lam_min, X_0}`` nearest ``X_0``; starting it at ``sqrt(lam_min) X_0`` sends every chain to
-    the mode nearest the origin), zero momenta.
+    ``lambda < switch`` and the target-form one above. Starts at ``Y_0 = fast_start X_0``, zero momenta.
 
     Arguments:
         step_size: ``h > 0`` (the paper: 0.001, 0.003, 0.005).
@@ -208,11 +206,17 @@ class MultALMC:
         fast_friction: the fast block's friction (underdamped only).
         noise: :class:`GaussianNoise` (default) or :class:`StudentTNoise` (heavy tails; start ``x0`` from it).
         switch: ``lambda`` at which the slow drift changes estimator (default 0.6).
+        fast_start: ``Y_0 = fast_start X_0`` (default 1). The fast process starts in the mode of ``rho`` it is
+            put in and rarely leaves it at small ``lambda``: ``Y_0 = X_0`` (``Y_0 / sqrt(lam_min)`` spread at
+            scale ``1 / sqrt(lam_min)``) spreads the chains over the modes of a wide mixture, while
+            ``sqrt(lam_min)`` (``Y_0 / sqrt(lam_min) = X_0``) sends them all to the mode nearest the origin but
+            keeps ``grad log pi(Y / sqrt(lambda))`` at ``O(1)`` arguments (needed for the funnel, whose gradient
+            overflows far out).
     """
 
     def __init__(self, step_size: float, eps: float, schedule: AnnealingSchedule | None = None,
                  friction: float | tuple[float, float] | None = None, fast_friction: float = 2.0,
-                 noise: Noise | None = None, switch: float = 0.6) -> None:
+                 noise: Noise | None = None, switch: float = 0.6, fast_start: float = 1.0) -> None:
         self.step_size = float(check_positive("step_size", step_size))
         self.eps = float(check_positive("eps", eps))
         self.schedule = AnnealingSchedule() if schedule is None else schedule
@@ -224,6 +228,7 @@ class MultALMC:
         self.fast_friction = float(check_positive("fast_friction", fast_friction))
         self.noise = _check_noise(GaussianNoise() if noise is None else noise)
         self.switch = _check_switch(switch)
+        self.fast_start = float(check_positive("fast_start", fast_start))
         _check_fast_stability(self.step_size, self.eps, self.schedule.lam_max, self.noise, "MultALMC",
                               underdamped=self.friction is not None)
 
@@ -241,7 +246,7 @@ class MultALMC:
             return torch.cat([noise_form if lam < switch else target_form, fast], 1)
 
         speed = torch.cat([torch.ones(d), torch.full((d,), 1 / self.eps)]).to(x0)
-        q0 = torch.cat([x0, x0], 1)
+        q0 = torch.cat([x0, self.fast_start * x0], 1)
         if self.friction is None:
             q = run(OverdampedLangevin(force, speed), q0, n_steps, self.step_size, "euler", seed)
         else:
@@ -266,23 +271,24 @@ class MultCDiff:
     one :class:`~sdekit.montecarlo.OverdampedLangevin` on ``(X, Y)`` with speeds ``(kappa, 1 / eps)`` and force
     ``(X + 2 s, grad log rho)``, Euler-Maruyama through ``sdeint`` (``n_steps + 1`` gradients). Gaussian noise;
     overdamped only (the paper's critically damped variant is not built). ``x0`` should be ``N(0, I)`` draws;
-    the fast process starts at ``Y_0 = X_0``.
+    the fast process starts at ``Y_0 = fast_start X_0``.
 
     Arguments:
         step_size: ``h > 0``.
         eps: the time-scale separation ``eps > 0``.
         lam_min, lam_max: the ``lambda`` range, ``0 < lam_min < lam_max < 1`` (defaults 0.01, 0.99).
-        switch: as in :class:`MultALMC` (default 0.6).
+        switch, fast_start: as in :class:`MultALMC` (defaults 0.6 and 1).
     """
 
     def __init__(self, step_size: float, eps: float, lam_min: float = 0.01, lam_max: float = 0.99,
-                 switch: float = 0.6) -> None:
+                 switch: float = 0.6, fast_start: float = 1.0) -> None:
         self.step_size = float(check_positive("step_size", step_size))
         self.eps = float(check_positive("eps", eps))
         self.schedule = AnnealingSchedule(lam_min, lam_max)
         if not lam_max < 1:
             raise ValueError(f"lam_max must be < 1 for a multiscale sampler, got {lam_max}")
         self.switch = _check_switch(switch)
+        self.fast_start = float(check_positive("fast_start", fast_start))
         _check_fast_stability(self.step_size, self.eps, lam_max, GaussianNoise(), "MultCDiff")
 
     def sample(self, target, x0: torch.Tensor, n_steps: int, *, seed: int | None = None) -> SampleResult:
@@ -301,6 +307,6 @@ class MultCDiff:
             return torch.cat([x + 2 * (noise_form if lam < switch else target_form), fast], 1)
 
         speed = torch.cat([torch.full((d,), kappa), torch.full((d,), 1 / self.eps)]).to(x0)
-        q0 = torch.cat([x0, x0], 1)
+        q0 = torch.cat([x0, self.fast_start * x0], 1)
         q = run(OverdampedLangevin(force, speed), q0, n_steps, self.step_size, "euler", seed)
         return SampleResult(q[:, :d], target.grad_evals - start, n_steps)
