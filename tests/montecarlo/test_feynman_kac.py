@@ -214,3 +214,12 @@ def test_bad_estimator_input_is_refused_by_name():
     bad_mean = ControlVariate(sde=sde, f=f_bounded, mean=lambda x, t: torch.zeros(1))
     with pytest.raises(ValueError, match="control.mean"):
         fk.estimate(X, T, n_paths=10, control=bad_mean)
+
+
+def test_brownian_grid_is_the_solvers_grid():
+    """The seeded BrownianGrid is built on sdeint's own fixed grid (read by step index, not re-queried)."""
+    from sdekit.core._grid import StepGrid
+    from sdekit.montecarlo.feynman_kac import _grid_times
+
+    for ts, dt in (([0.0, 0.25, 0.5, 1.0], 5e-3), ([0.0, 0.3, 1.7], 0.07), ([0.0, 1e-3], 0.1)):
+        assert _grid_times(ts, dt) == list(StepGrid(ts, dt))

@@ -41,7 +41,6 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from ..core._grid import StepGrid
 from ..core.brownian import BrownianGrid
 from ..core.integrate import sdeint
 from ..core.noise import mix64
@@ -299,6 +298,19 @@ class _Moments:
         return self.m2[key] / max(self.n - 1, 1)
 
 
+def _grid_times(ts: list[float], dt: float) -> list[float]:
+    """The fixed grid :func:`sdekit.sdeint` steps on for output times ``ts`` and step ``dt`` (per output
+    interval ``[a, b]``, ``max(1, ceil((b - a) / dt - 1e-9))`` equal steps), on which the seeded
+    :class:`~sdekit.BrownianGrid` is built so that the solver reads it by step index. Should the rule ever
+    differ from the core's, ``BrownianGrid`` refuses the off-grid queries loudly (a test pins the two)."""
+    out = [ts[0]]
+    for a, b in zip(ts[:-1], ts[1:]):
+        n = max(1, math.ceil((b - a) / dt - 1e-9))
+        out.extend(a + (b - a) * j / n for j in range(1, n))
+        out.append(b)
+    return out
+
+
 def _dim(sde) -> int:
     return int(getattr(sde, "dim", 1))
 
@@ -484,7 +496,7 @@ class FeynmanKac:
             seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
         seed = check_count("seed", seed, minimum=0)
         ts_all = [0.0, *ts]
-        times = list(StepGrid(ts_all, dt))
+        times = _grid_times(ts_all, dt)
         moments, plain = _Moments(), _Moments()
         done, c = 0, 0
         while done < n_paths:
@@ -540,7 +552,7 @@ class FeynmanKac:
         x, y0 = self._states(self.sde, x)
         if seed is None:
             seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
-        fine = BrownianGrid(list(StepGrid(ts_all, dt / 2)), self._brownian_shape(y0, n_paths),
+        fine = BrownianGrid(_grid_times(ts_all, dt / 2), self._brownian_shape(y0, n_paths),
                             seed=check_count("seed", seed, minimum=0), dtype=y0.dtype, device=y0.device)
         ys = [self._samples(y0, ts_all, n_paths, dt=h, method=method, bm=fine, control=None, x=x)["Y"]
               for h in (dt, dt / 2)]
