@@ -29,7 +29,7 @@ import torch
 
 __all__ = [
     "SudokuValidity", "sudoku_grids", "sudoku_validity", "sudoku_solutions", "sudoku_puzzles",
-    "sudoku_one_hot", "sudoku_from_one_hot",
+    "sudoku_one_hot", "sudoku_from_one_hot", "SudokuScoreNet",
 ]
 
 
@@ -289,3 +289,119 @@ def sudoku_from_one_hot(x: torch.Tensor) -> torch.Tensor:
             or x.shape[-1] < 4:
         raise ValueError(f"x must have shape (..., s, s, s) with s = 4 or 9, got shape {tuple(x.shape)}")
     return x.argmax(-1) + 1
+
+
+class _Block(torch.nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.time = torch.nn.Linear(dim, dim)
+        self.norm1 = torch.nn.LayerNorm(dim)
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        self.proj = torch.nn.Linear(dim, dim)
+        self.norm2 = torch.nn.LayerNorm(dim)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(dim, mlp_ratio * dim), torch.nn.GELU(),
+                                       torch.nn.Linear(mlp_ratio * dim, dim))
+
+    def forward(self, h: torch.Tensor, temb: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        h = h + self.time(temb)[:, None]
+        n, length, dim = h.shape
+        q, k, v = self.qkv(self.norm1(h)).reshape(n, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        a = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        h = h + self.proj(a.transpose(1, 2).reshape(n, length, dim))
+        return h + self.mlp(self.norm2(h))
+
+
+class SudokuScoreNet(torch.nn.Module):
+    r"""A small transformer over the ``s^2`` cells of a Sudoku grid that returns the stick score of the Dirichlet
+    diffusion (DDSM's Sudoku network is a 20-block transformer of width 128 with a row/column/box attention bias;
+    this one has the same kind of bias and is sized for a CPU).
+
+    **Equivariance.** There is no absolute position: every head's attention logits get a learned bias for
+    each relation of two cells (same cell, same row, same column, same box; initialised at 0, 1, 1, 1), so the
+    network is equivariant under the permutations of cells that keep these relations (rows within bands, bands,
+    columns within stacks, stacks); transposition swaps the row and column biases, and the digit permutations
+    are not respected by stick-breaking.
+
+    **Input and output.** Each cell's features are its simplex point ``x = stick_breaking(v)`` (``K = s``
+    numbers) and its sticks' logits ``clamp(logit v, -12, 12) / 6`` (``K - 1``); the time enters through a
+    sinusoidal embedding of ``log t`` added before every block. The output is
+
+        s_hat(v, t) = (a - 1) / v - (b - 1) / (1 - v) + sqrt(1 + 1/t) * h / sqrt(v (1 - v)),
+
+    the score of the stationary ``Beta(a, b)`` (the factor ``v^(a-1) (1-v)^(b-1)`` of every transition
+    density, :func:`~sdekit.domains.stick_parameters`) plus the network's ``h`` scaled so that its target has
+    unit size at all times (the expected squared target of DDSM's loss is about ``2/t + O(1)``,
+    :class:`~sdekit.domains.DirichletScoreMatching`); ``v (1 - v)`` is taken at ``v`` clamped to
+    ``[1e-6, 1 - 1e-6]``. ``h`` starts at zero (zero-initialised output layer).
+
+    Arguments:
+        size: side ``s`` (4 or 9). dim: width (divisible by ``heads``). depth: blocks. heads: attention heads.
+        mlp_ratio: hidden width of the MLPs over ``dim``.
+
+    Call: ``net(v, t)`` with ``v: (batch, s, s, s - 1)`` sticks in ``[0, 1]`` and ``t: (batch,)`` (or a number /
+    0-d tensor) positive times; returns ``(batch, s, s, s - 1)``.
+
+    Raises:
+        ValueError: bad sizes; at a call, ``v`` of the wrong shape or ``t`` not positive.
+    """
+
+    freqs: torch.Tensor          # buffers (register_buffer)
+    relations: torch.Tensor
+    b: torch.Tensor
+
+    def __init__(self, size: int = 9, dim: int = 128, depth: int = 6, heads: int = 8, mlp_ratio: int = 4) -> None:
+        super().__init__()
+        m = _box_side(size)
+        for name, value in (("dim", dim), ("depth", depth), ("heads", heads), ("mlp_ratio", mlp_ratio)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if dim % heads or (dim // 2) % 2:
+            raise ValueError(f"dim must be divisible by heads and by 4, got dim={dim}, heads={heads}")
+        self.size, self.K = size, size
+        K = size
+        self.embed = torch.nn.Linear(2 * K - 1, dim)
+        self.time_mlp = torch.nn.Sequential(torch.nn.Linear(dim, dim), torch.nn.SiLU(), torch.nn.Linear(dim, dim))
+        self.register_buffer("freqs", torch.exp(-math.log(100.0) * torch.arange(dim // 2) / (dim // 2)),
+                             persistent=False)
+        self.blocks = torch.nn.ModuleList(_Block(dim, heads, mlp_ratio) for _ in range(depth))
+        self.norm = torch.nn.LayerNorm(dim)
+        self.out = torch.nn.Linear(dim, K - 1)
+        torch.nn.init.zeros_(self.out.weight)
+        torch.nn.init.zeros_(self.out.bias)
+        cell = torch.arange(size * size)
+        r, c = cell // size, cell % size
+        box = (r // m) * m + c // m
+        rel = torch.stack([cell[:, None] == cell[None], r[:, None] == r[None], c[:, None] == c[None],
+                           box[:, None] == box[None]], -1).float()                           # (L, L, 4)
+        self.register_buffer("relations", rel, persistent=False)
+        init = torch.tensor([0.0, 1.0, 1.0, 1.0]).reshape(1, 4, 1)        # start attending to related cells
+        self.relation_bias = torch.nn.Parameter(init.expand(depth, 4, heads).clone())
+        b = torch.arange(K - 1, 0, -1, dtype=torch.float32)
+        self.register_buffer("b", b, persistent=False)
+
+    def forward(self, v: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        s, K = self.size, self.K
+        if not isinstance(v, torch.Tensor) or v.dim() != 4 or tuple(v.shape[1:]) != (s, s, K - 1):
+            got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            raise ValueError(f"v must have shape (batch, {s}, {s}, {K - 1}) (sticks per cell), got {got}")
+        n = v.shape[0]
+        t = torch.as_tensor(t, dtype=v.dtype, device=v.device)
+        t = t.expand(n) if t.dim() == 0 else t
+        if t.shape != (n,) or bool((t <= 0).any()):
+            raise ValueError(f"t must be positive, of shape ({n},) or a number, got shape {tuple(t.shape)}")
+        vc = v.clamp(1e-6, 1 - 1e-6)
+        rest = torch.cumprod(1 - vc, -1)
+        before = torch.cat([torch.ones_like(vc[..., :1]), rest[..., :-1]], -1)
+        x = torch.cat([vc * before, rest[..., -1:]], -1)
+        logit = (torch.log(vc) - torch.log1p(-vc)).clamp(-12, 12) / 6
+        h = self.embed(torch.cat([x, logit], -1).reshape(n, s * s, 2 * K - 1))
+        arg = torch.log(t)[:, None] * self.freqs
+        temb = self.time_mlp(torch.cat([torch.cos(arg), torch.sin(arg)], -1))
+        for i, block in enumerate(self.blocks):
+            bias = torch.einsum("ijr,rh->hij", self.relations, self.relation_bias[i]).to(h.dtype)[None]
+            h = block(h, temb, bias)
+        raw = self.out(self.norm(h)).reshape(n, s, s, K - 1)
+        vv = vc * (1 - vc)
+        scale = torch.sqrt(1 + 1 / t).reshape(n, 1, 1, 1)
+        return -(self.b - 1) / (1 - vc) + scale * raw / torch.sqrt(vv)           # a = 1: no (a - 1) / v term
