@@ -277,6 +277,53 @@ def _table(name, rows, ref_floor, n, steps) -> list[str]:
     return out
 
 
+def summary(res: dict) -> list[str]:
+    """What the tables say against the paper's claims (numbers from this run)."""
+    def get(name, prefix, key):
+        return next(v[key] for k, v in res[name].items() if k.startswith(prefix))
+
+    ring = {p: get("ring8", p, "w2") for p in ("ULMC", "annealed", "MultALMC", "MultCDiff")}
+    mix = {p: get("mixture40", p, "w2") for p in ("ULMC", "annealed", "MultALMC", "MultCDiff")}
+    fun = {p: get("funnel", p, "ks") for p in ("ULMC", "MultALMC", "MultCDiff")}
+    stu = {p: get("student_t", p, "w2") for p in ("ULMC", "MultALMC, underdamped", "MultALMC, Student", "MultCDiff")}
+    return [
+        "## What reproduces and what does not",
+        "",
+        f"* **Mixtures (reproduced in direction).** At equal gradient budget MultALMC beats ULMC by a wide margin on "
+        f"the 8-ring (W2 {ring['MultALMC']:.2f} against {ring['ULMC']:.2f}; all 8 modes covered against none: every "
+        f"ULMC chain stays in the mode nearest its start) and on the 40-mixture ({mix['MultALMC']:.2f} against "
+        f"{mix['ULMC']:.2f}), as the paper reports (0.65 against 6.90; 0.91 against 8.17). On the ring it is at the "
+        f"sampling noise floor of 500 samples, level with the exact-score annealed oracle ({ring['annealed']:.2f}); "
+        f"on the 40-mixture it beats the oracle ({mix['annealed']:.2f}, about half the modes covered; we have not "
+        "found out why the exact path score does worse there with the same slow dynamics). Our absolute W2 "
+        "values are not comparable with the paper's (500 samples, a debiased Sinkhorn divergence on a "
+        "normalised cost, 100x fewer gradients).",
+        f"* **MultCDiff (partly).** Ours is overdamped; its fast step is capped by stability at h/eps = 0.01 (the "
+        f"paper's underdamped one runs at 0.1), and it trails MultALMC on the ring (W2 {ring['MultCDiff']:.2f}, "
+        f"coverage 0.55) and the 40-mixture ({mix['MultCDiff']:.2f}) while still well ahead of ULMC. The paper's "
+        "MultCDiff (0.62 on the ring) is not reproduced.",
+        f"* **Funnel (not reproduced).** Sliced KS: ULMC {fun['ULMC']:.3f}, MultALMC {fun['MultALMC']:.3f}, "
+        f"MultCDiff {fun['MultCDiff']:.3f}; the paper has the multiscale samplers far ahead (0.032 / 0.031 against "
+        "0.123). The fast target at small lambda contains grad log pi(y / sqrt(lambda)), whose funnel curvature "
+        "exp(-x_1) / lambda is unbounded: from the paper's lambda_delta = 0.01 and Y0 = X0 both samplers "
+        "diverged within 50 steps, so they run here from lambda 0.1 with Y0 = sqrt(0.1) X0, stably but worse than "
+        "ULMC. The paper's SROCK fast integrator (a larger stability domain) may be what makes the difference.",
+        f"* **Student-t target.** Every Gaussian-noise sampler is close (W2: ULMC {stu['ULMC']:.2f}, MultALMC "
+        f"{stu['MultALMC, underdamped']:.2f}, MultCDiff {stu['MultCDiff']:.2f}): a unimodal target gives "
+        f"annealing nothing to win. The Student-t-noise MultALMC fails (W2 {stu['MultALMC, Student']:.1f}, sliced "
+        "KS 0.40): along its path the intermediate laws have t_3 tails, the slow chains follow them out, and the "
+        "score that pulls them back decays like 1 / |x|, too weak to return them within the run (the same happens "
+        "on a Gaussian target). The paper pairs this variant with a modified Ito fast process (He et al. 2024) "
+        "that is not built here.",
+        "* **Gaussian targets (exact).** ULA's variance matches its closed form and OBABO's matches its Lyapunov "
+        "solution within 2.5 SE at every step size, with bias / h (ULA) and bias / h^2 (OBABO) constant: orders 1 "
+        "and 2. The annealed and multiscale samplers end within 0.07 of the exact mean and 0.10 of the exact "
+        "covariance of their end law (at most about 3 standard errors; the short overdamped runs are the worst). "
+        "The two MultCDiff rows coincide: with the step count fixed only h / eps "
+        "and kappa h enter its discrete dynamics, and both are the same.",
+    ]
+
+
 def save_png(samples: dict, path: Path) -> None:
     import matplotlib
 
@@ -344,7 +391,8 @@ def main() -> None:
         *c_lines,
     ]
     if not args.quick:
-        lines += ["", "![Samples on the 8-Gaussian ring (seed 0)](multiscale.png)"]
+        lines += ["", "Samples on the 8-Gaussian ring (seed 0): `benchmarks/results/multiscale.png`.", "",
+                  *summary(c_res)]
     emit(lines, out)
     print("RESULT " + json.dumps({"gauss": {k: v for k, v in g_res.items()}, **c_res, "wall": wall}))
 
