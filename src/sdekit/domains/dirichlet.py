@@ -330,6 +330,11 @@ class JacobiScoreTable:
         t_min, t_max: time range (``0 < t_min < t_max``). num_t, num_u: grid sizes. u_max: logit range.
         order: series terms (see :func:`jacobi_density`).
 
+    Attributes:
+        table: ``(2, k, num_t, num_u)`` the scaled score (float64). density: the same shape, the density
+            ``p_t(v | v0)`` on the grid, zero where it is not resolved (used by
+            :class:`DirichletScoreMatching` to draw ``v``). log_t, u: the grid.
+
     Raises:
         ValueError: bad parameters or ranges.
     """
