@@ -1,5 +1,6 @@
 r"""Dirichlet diffusion on the simplex: the Jacobi process per stick, stick-breaking, the Jacobi transition
-density and its score, and the reverse-time sampler (:func:`dirichlet_reverse_sample`) (Avdeyev et al. 2023,
+density and its score, DDSM's training loss (:class:`DirichletScoreMatching`) and the reverse-time sampler with
+time dilation (:func:`dirichlet_reverse_sample`) (Avdeyev et al. 2023,
 "Dirichlet Diffusion Score Model for Biological Sequence Generation", ICML, arXiv 2305.10699;
 official code jzhoulab/ddsm).
 
