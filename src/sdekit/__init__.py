@@ -21,7 +21,8 @@ __all__ = [
     "__version__",
 ]
 _CORE_NAMES = tuple(name for name in __all__ if name != "__version__")
-_SUBPACKAGES = ("core", "data", "diffusion", "metrics", "nn", "train", "torchsde", "editing", "domains", "montecarlo", "timeseries", "cli")
+_SUBPACKAGES = ("core", "data", "diffusion", "metrics", "nn", "train", "torchsde", "editing", "domains", "montecarlo",
+                "timeseries", "cli")
 
 if TYPE_CHECKING:  # the static view of the lazy names
     from . import data, diffusion, domains, editing, metrics, montecarlo, nn, timeseries, train  # noqa: F401
