@@ -182,7 +182,7 @@ def test_bad_exponents_are_refused_by_name():
 
 def test_bad_estimator_input_is_refused_by_name():
     sde = VariableExponentSDE(MU, SIGMA)
-    with pytest.raises(ValueError, match="V must be non-negative"):
+    with pytest.raises(ValueError, match="V must be >= 0"):
         FeynmanKac(sde, f_bounded, V=-0.1)
     with pytest.raises(ValueError, match=r"V must be >= 0.*on \(0, inf\)"):
         FeynmanKac(sde, f_bounded, V=lambda x: 0.5 - x)

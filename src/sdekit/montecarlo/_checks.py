@@ -11,8 +11,6 @@ from typing import cast
 
 import torch
 
-from ..diffusion._utils import check_real as check_number  # noqa: F401  (one checker for real arguments)
-
 PROBE = (1e-4, 1e4, 2001)
 """The probe grid of ``(0, inf)`` on which exponent and potential functions are checked once, at
 construction: ``PROBE[2]`` log-spaced points from ``PROBE[0]`` to ``PROBE[1]`` (float64)."""
@@ -21,6 +19,22 @@ construction: ``PROBE[2]`` log-spaced points from ``PROBE[0]`` to ``PROBE[1]`` (
 def probe_points(dtype: torch.dtype = torch.float64) -> torch.Tensor:
     lo, hi, n = PROBE
     return torch.logspace(math.log10(lo), math.log10(hi), n, dtype=dtype)
+
+
+def check_number(name: str, value, *, positive: bool = False, nonnegative: bool = False) -> float:
+    """A finite real number (a Python number or a one-element tensor)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and not value > 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    if nonnegative and not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
 
 
 def as_function(name: str, value) -> Callable[[torch.Tensor], torch.Tensor]:
