@@ -36,6 +36,7 @@ DOCUMENTED = {  # package -> its __init__.py (read with ast, never imported)
     "sdekit.domains": "src/sdekit/domains/__init__.py",
     "sdekit.montecarlo": "src/sdekit/montecarlo/__init__.py",
     "sdekit.timeseries": "src/sdekit/timeseries/__init__.py",
+    "sdekit.graphs": "src/sdekit/graphs/__init__.py",
 }
 
 _INCLUDE = re.compile(r"^<!--\s*include:\s*(\S+)\s*-->\s*$", re.MULTILINE)

@@ -3,7 +3,7 @@
 ``import sdekit`` is cheap: the core's names (``sdekit.sdeint``, ``sdekit.BrownianPath``, ...) and the
 subpackages (``sdekit.diffusion``, ``sdekit.data``, ``sdekit.metrics``, ``sdekit.nn``, ``sdekit.train``,
 ``sdekit.torchsde``, ``sdekit.editing``, ``sdekit.domains``,
-``sdekit.montecarlo``, ``sdekit.timeseries``) load on first use (PEP 562 module ``__getattr__``).
+``sdekit.montecarlo``, ``sdekit.timeseries``, ``sdekit.graphs``) load on first use (PEP 562 module ``__getattr__``).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ __all__ = [
 ]
 _CORE_NAMES = tuple(name for name in __all__ if name != "__version__")
 _SUBPACKAGES = ("core", "data", "diffusion", "metrics", "nn", "train", "torchsde", "editing", "domains", "montecarlo",
-                "timeseries", "cli")
+                "timeseries", "graphs", "cli")
 
 if TYPE_CHECKING:  # the static view of the lazy names
-    from . import data, diffusion, domains, editing, metrics, montecarlo, nn, timeseries, train  # noqa: F401
+    from . import data, diffusion, domains, editing, graphs, metrics, montecarlo, nn, timeseries, train  # noqa: F401
     from .core import (  # noqa: F401
         NOISE_TYPES,
         SDE,

@@ -10,6 +10,7 @@ extra     packages                        for
 data      scikit-learn                    :func:`sdekit.data.digits` (its bundled 8x8 digits)
 plots     matplotlib                      PNG figures of ``sdekit demo``, ``train``, ``sample``
 imaging   scikit-image                    :mod:`sdekit.editing`'s images, PSNR/SSIM and baselines
+graphs    networkx                        :mod:`sdekit.graphs`' data sets and graph statistics
 bench     torchsde, diffusers, POT, bm3d  the side-by-side benchmarks in ``benchmarks/``
 docs      mkdocs-material, mkdocstrings   the documentation site (``make docs``)
 all       everything above
@@ -27,6 +28,7 @@ EXTRAS = {
     "data": ("scikit-learn",),
     "plots": ("matplotlib",),
     "imaging": ("scikit-image",),
+    "graphs": ("networkx",),
     "bench": ("torchsde", "diffusers", "POT", "bm3d"),
     "docs": ("mkdocs", "mkdocs-material", "mkdocstrings[python]"),
 }
