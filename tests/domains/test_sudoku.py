@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from sdekit.domains import (
+    check_sudoku,
     inverse_stick_breaking,
     stick_breaking,
     sudoku_from_one_hot,
@@ -80,7 +81,8 @@ def test_solver_is_exact_on_4x4():
         assert len(sudoku_solutions(puzzle, limit=1000)) == brute
     contradiction = torch.zeros(4, 4, dtype=torch.long)
     contradiction[0, 0] = contradiction[0, 3] = 2
-    assert sudoku_solutions(contradiction) == []
+    with pytest.raises(ValueError, match=r"row 0 holds digit 2 twice \(cells \(0, 0\) and \(0, 3\)\)"):
+        sudoku_solutions(contradiction)
 
 
 @pytest.mark.parametrize("size, clues", [(4, 4), (4, 6), (9, 30), (9, 25)])
@@ -101,6 +103,42 @@ def test_one_hot_points_on_the_simplex():
     assert x.shape == (8, 9, 9, 9) and bool((x.sum(-1) == 1).all())
     assert torch.equal(sudoku_from_one_hot(x), grids)
     assert torch.equal(stick_breaking(inverse_stick_breaking(x)), x)
+
+
+def test_check_sudoku_names_the_conflict():
+    """Valid grids pass unchanged; a repeated digit in a row, a column or only a box (a Latin square) is a
+    ValueError naming the grid index, the unit, the digit and both cells; puzzles may hold blanks but not
+    conflicting clues; training encodings refuse invalid grids unless asked not to check."""
+    grids = sudoku_grids(6, 9, torch.Generator().manual_seed(2))
+    assert check_sudoku(grids) is grids
+    bad = grids.clone()
+    bad[4, 2, 7] = bad[4, 2, 1]                                        # row 2 repeats (column 7 does too)
+    with pytest.raises(ValueError, match=r"grid\[4\] is not a valid Sudoku grid: row 2 holds digit"):
+        check_sudoku(bad)
+    swapped = grids[0].clone()
+    swapped[:, [0, 1]] = swapped[:, [1, 0]]                            # rows and columns fine
+    swapped[[0, 3]] = swapped[[3, 0]]                                  # row 0 and 3 in different bands: boxes break
+    v = sudoku_validity(swapped)
+    assert bool(v.rows_and_columns) and not bool(v.boxes)
+    with pytest.raises(ValueError, match=r"grid is not a valid Sudoku grid: box \(0, 0\) holds digit"):
+        check_sudoku(swapped)
+    col = grids[1].clone()
+    col[[0, 1], 0] = col[[0, 0], 0]                                    # column 0 repeats, rows 1 too
+    with pytest.raises(ValueError, match="holds digit"):
+        check_sudoku(col)
+    puzzle = grids[2].clone()
+    puzzle[::2] = 0
+    assert check_sudoku(puzzle, blanks=True) is puzzle
+    with pytest.raises(ValueError, match="grid must hold digits in 1 .. 9"):
+        check_sudoku(puzzle)                                           # blanks need blanks=True
+    puzzle[1, 0] = puzzle[1, 5]
+    with pytest.raises(ValueError, match="not a valid puzzle: row 1 holds digit"):
+        check_sudoku(puzzle, blanks=True)
+    with pytest.raises(ValueError, match="row 1 holds digit"):
+        sudoku_solutions(puzzle)
+    with pytest.raises(ValueError, match=r"grid\[4\] is not a valid Sudoku grid"):
+        sudoku_one_hot(bad)
+    assert sudoku_one_hot(bad, check=False).shape == (6, 9, 9, 9)      # generated grids: encode without checks
 
 
 def test_bad_input_is_refused():

@@ -36,6 +36,7 @@ from .reflected import (
 from .sudoku import (
     SudokuScoreNet,
     SudokuValidity,
+    check_sudoku,
     sudoku_from_one_hot,
     sudoku_grids,
     sudoku_one_hot,
@@ -51,6 +52,6 @@ __all__ = [
     "SIMPLEX_ATOL", "stick_parameters", "stick_breaking", "inverse_stick_breaking", "JacobiDiffusion",
     "jacobi_polynomials", "jacobi_density", "jacobi_log_density", "jacobi_score", "JacobiScoreTable",
     "DIRICHLET_EPS", "JacobiReverseSDE", "one_hot_sticks", "dirichlet_reverse_sample", "DirichletScoreMatching",
-    "SudokuValidity", "sudoku_grids", "sudoku_validity", "sudoku_solutions", "sudoku_puzzles", "sudoku_one_hot",
-    "sudoku_from_one_hot", "SudokuScoreNet",
+    "SudokuValidity", "sudoku_grids", "sudoku_validity", "check_sudoku", "sudoku_solutions", "sudoku_puzzles",
+    "sudoku_one_hot", "sudoku_from_one_hot", "SudokuScoreNet",
 ]

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = [
-    "SudokuValidity", "sudoku_grids", "sudoku_validity", "sudoku_solutions", "sudoku_puzzles",
+    "SudokuValidity", "sudoku_grids", "sudoku_validity", "check_sudoku", "sudoku_solutions", "sudoku_puzzles",
     "sudoku_one_hot", "sudoku_from_one_hot", "SudokuScoreNet",
 ]
 
@@ -140,6 +140,65 @@ def sudoku_validity(grid: torch.Tensor) -> SudokuValidity:
     return SudokuValidity(rows, columns, boxes)
 
 
+def _first_conflict(grid: torch.Tensor, m: int) -> str | None:
+    """The first repeated digit of one ``(s, s)`` grid (blanks 0 ignored), described, or None."""
+    s = m * m
+    cells = grid.tolist()
+    units = [(f"row {r}", [(r, c) for c in range(s)]) for r in range(s)]
+    units += [(f"column {c}", [(r, c) for r in range(s)]) for c in range(s)]
+    units += [(f"box ({br}, {bc})", [(br * m + i, bc * m + j) for i in range(m) for j in range(m)])
+              for br in range(m) for bc in range(m)]
+    for name, unit in units:
+        seen: dict[int, tuple[int, int]] = {}
+        for r, c in unit:
+            d = cells[r][c]
+            if d and d in seen:
+                return f"{name} holds digit {d} twice (cells {seen[d]} and {(r, c)})"
+            seen[d] = (r, c)
+    return None
+
+
+def check_sudoku(grid: torch.Tensor, *, blanks: bool = False) -> torch.Tensor:
+    r"""Raises a ValueError unless every grid of ``grid`` is a valid Sudoku: digits ``1 .. s`` (``0 .. s`` with
+    ``blanks=True``, for puzzles) and no digit twice in a row, a column or a box.
+
+    Arguments:
+        grid: ``(..., s, s)`` integer digits, ``s = m^2`` (4 or 9).
+        blanks: allow ``0`` (a blank cell of a puzzle); the given digits must still not conflict.
+
+    Returns:
+        ``grid`` unchanged, so the check can wrap an argument.
+
+    Raises:
+        TypeError: a non-integer tensor. ValueError: a non-square grid or a side that is not ``m^2 >= 4``,
+            digits out of range, or a repeated digit (the message names the grid index, the row, column or box,
+            the digit and both cells).
+    """
+    m = _check_grid(grid, "grid", allow_blank=blanks)
+    s = m * m
+    flat = grid.reshape(-1, s, s)
+    if not blanks:
+        ok = sudoku_validity(flat).valid
+        bad = (~ok).nonzero().flatten().tolist()
+    else:
+        bad = list(range(flat.shape[0]))
+    for i in bad:
+        conflict = _first_conflict(flat[i], m)
+        if conflict is not None:
+            where = f"grid[{', '.join(map(str, _unravel(i, tuple(grid.shape[:-2]))))}]" if grid.dim() > 2 else "grid"
+            kind = "puzzle" if blanks else "Sudoku grid"
+            raise ValueError(f"{where} is not a valid {kind}: {conflict}")
+    return grid
+
+
+def _unravel(i: int, shape: tuple[int, ...]) -> list[int]:
+    out = []
+    for n in reversed(shape):
+        out.append(i % n)
+        i //= n
+    return out[::-1]
+
+
 def sudoku_solutions(puzzle: torch.Tensor, limit: int = 2) -> list[torch.Tensor]:
     r"""Up to ``limit`` solutions of one puzzle by exact backtracking (bitmask candidates, branching on the
     cell with the fewest; complete, so ``len(result) < limit`` means that is all of them).
@@ -148,10 +207,11 @@ def sudoku_solutions(puzzle: torch.Tensor, limit: int = 2) -> list[torch.Tensor]
         puzzle: ``(s, s)`` integer digits ``0 .. s`` (0 = blank). limit: stop after this many solutions.
 
     Returns:
-        a list of ``(s, s)`` int64 solutions (empty if the clues contradict each other).
+        a list of ``(s, s)`` int64 solutions (empty if the clues are consistent but admit no completion).
 
     Raises:
-        ValueError: a batched, non-square or wrongly sized puzzle, digits outside ``0 .. s``, ``limit < 1``.
+        ValueError: a batched, non-square or wrongly sized puzzle, digits outside ``0 .. s``, ``limit < 1``, or
+            clues that repeat a digit in a row, column or box (the message names them).
     """
     m = _check_grid(puzzle, "puzzle", allow_blank=True)
     if puzzle.dim() != 2:
@@ -167,7 +227,7 @@ def sudoku_solutions(puzzle: torch.Tensor, limit: int = 2) -> list[torch.Tensor]
         if d:
             bit, r, c, b = 1 << (d - 1), i // s, i % s, box_of[i]
             if (row_used[r] | col_used[c] | box_used[b]) & bit:
-                return []
+                check_sudoku(puzzle, blanks=True)  # raises, naming the conflict
             row_used[r] |= bit
             col_used[c] |= bit
             box_used[b] |= bit
@@ -257,17 +317,22 @@ def sudoku_puzzles(n: int, clues: int, size: int = 9, generator: torch.Generator
     return torch.stack(puzzles), torch.stack(solutions)
 
 
-def sudoku_one_hot(grid: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def sudoku_one_hot(grid: torch.Tensor, dtype: torch.dtype = torch.float32, *, check: bool = True) -> torch.Tensor:
     r"""One-hot encoding, ``K = s`` categories per cell: points of the ``K``-simplex for the Dirichlet
     diffusion (:func:`~sdekit.domains.inverse_stick_breaking` turns them into sticks).
 
     Arguments:
         grid: ``(..., s, s)`` digits ``1 .. s``.
+        dtype: the floating dtype of the result.
+        check: raise (:func:`~sdekit.domains.check_sudoku`) unless every grid is a valid Sudoku, so training
+            data that is not Sudoku is refused; ``False`` encodes any digits (e.g. generated grids).
 
     Returns:
         ``(..., s, s, s)`` with a 1 at index ``digit - 1``.
     """
     m = _check_grid(grid, "grid", allow_blank=False)
+    if check:
+        check_sudoku(grid)
     return torch.nn.functional.one_hot(grid.long() - 1, m * m).to(dtype)
 
 
