@@ -23,7 +23,8 @@ from .ema import EMA
 __all__ = ["TrainConfig", "Trainer", "LossFn"]
 
 LossFn = Callable[..., torch.Tensor]
-"""``loss_fn(model, x0, generator=None, model_kwargs=None) -> 0-d tensor``."""
+"""``loss_fn(model, x0, generator=None, model_kwargs=None) -> 0-d tensor`` (``x0`` a tensor batch, or a tuple
+of them for tuple data)."""
 
 # Settings that change the loss sequence; a resume with other values is warned about.
 _TRAJECTORY_KEYS = ("batch_size", "lr", "weight_decay", "betas", "adam_eps", "warmup_steps", "lr_schedule",
@@ -125,6 +126,19 @@ class TrainConfig:
         return cls(**d)
 
 
+def _check_data(data) -> int:
+    """The number of examples in ``data``: a tensor ``(N, *event)`` or a tuple of tensors with one ``N``."""
+    parts = (data,) if isinstance(data, torch.Tensor) else data
+    if not isinstance(parts, (tuple, list)) or not parts or not all(isinstance(d, torch.Tensor) for d in parts):
+        raise TypeError(f"data must be a tensor (N, *event) or a tuple of such tensors, got {type(data).__name__}")
+    if any(d.dim() < 1 or d.shape[0] < 1 for d in parts):
+        raise TypeError("data must be a tensor (N, *event) with N >= 1 (every tensor of a tuple)")
+    lengths = [d.shape[0] for d in parts]
+    if len(set(lengths)) != 1:
+        raise ValueError(f"the tensors of tuple data must share their first dimension N; got lengths {lengths}")
+    return lengths[0]
+
+
 class Trainer:
     """Trains ``model`` by minimising ``loss_fn`` over ``data``, on one or many processes.
 
@@ -150,7 +164,9 @@ class Trainer:
         model: the network (moved to the context's device).
         loss_fn: ``loss_fn(model, x0, generator=None, model_kwargs=None) -> 0-d tensor``; e.g.
             ``sdekit.diffusion.DenoisingScoreMatching(...)``.
-        data: training data ``(N, *event)``; floating data take the model's dtype.
+        data: training data ``(N, *event)``, or a tuple of tensors that share ``N`` (e.g. graphs as
+            ``(X, A, flags)``): a batch is then the tuple of the rows of each, passed to ``loss_fn`` as
+            ``x0``; floating data take the model's dtype.
         config: a :class:`TrainConfig` (default settings if ``None``).
         labels: optional ``(N,)`` labels, passed as ``model_kwargs={label_key: labels[batch]}``.
         label_key: the model keyword for labels.
@@ -168,7 +184,7 @@ class Trainer:
         self,
         model: nn.Module,
         loss_fn: LossFn,
-        data: torch.Tensor,
+        data: torch.Tensor | tuple[torch.Tensor, ...],
         config: TrainConfig | None = None,
         *,
         labels: torch.Tensor | None = None,
@@ -188,17 +204,21 @@ class Trainer:
             config = TrainConfig()
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-        if not isinstance(data, torch.Tensor) or data.dim() < 1 or data.shape[0] < 1:
-            raise TypeError("data must be a tensor (N, *event) with N >= 1")
+        n_data = _check_data(data)
         self.config = config
         self.ctx = context if context is not None else DistributedContext.current(device=params[0].device)
         dtype = params[0].dtype
         model.to(self.ctx.device)
-        self.data = (data.to(dtype) if data.is_floating_point() else data).to(self.ctx.device)
+
+        def place(d: torch.Tensor) -> torch.Tensor:
+            return (d.to(dtype) if d.is_floating_point() else d).to(self.ctx.device)
+
+        self.data: torch.Tensor | tuple[torch.Tensor, ...] = (
+            place(data) if isinstance(data, torch.Tensor) else tuple(place(d) for d in data))
         if labels is not None:
-            if not isinstance(labels, torch.Tensor) or labels.shape != (data.shape[0],):
+            if not isinstance(labels, torch.Tensor) or labels.shape != (n_data,):
                 got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
-                raise ValueError(f"labels must have shape ({data.shape[0]},) to match data, got {got}")
+                raise ValueError(f"labels must have shape ({n_data},) to match data, got {got}")
             labels = labels.to(self.ctx.device)
         self.labels = labels
         self.label_key = label_key
@@ -207,7 +227,7 @@ class Trainer:
         self.metadata = dict(metadata) if metadata is not None else {}
 
         self.shards = self.ctx.world_size * config.accumulation_steps
-        self.sampler = ShardedBatchSampler(data.shape[0], config.batch_size, self.shards, config.seed)
+        self.sampler = ShardedBatchSampler(n_data, config.batch_size, self.shards, config.seed)
         self.module = model
         if self.ctx.distributed:
             ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
@@ -249,7 +269,7 @@ class Trainer:
 
     def _shard_loss(self, step: int, shard: int) -> torch.Tensor:
         idx = self.sampler.shard(step, shard).to(self.ctx.device)
-        x0 = self.data[idx]
+        x0 = self.data[idx] if isinstance(self.data, torch.Tensor) else tuple(d[idx] for d in self.data)
         kwargs = {self.label_key: self.labels[idx]} if self.labels is not None else None
         loss = self.loss_fn(self.model, x0, generator=self._generator(step, shard), model_kwargs=kwargs)
         if not self._checked_loss:
