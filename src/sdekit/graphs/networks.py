@@ -189,13 +189,15 @@ class ScoreNetworkA(nn.Module):
     def forward(self, x: torch.Tensor, adj: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
         powers = [adj]
         for _ in range(self.c_init - 1):
-            powers.append(powers[-1] @ adj)
+            p = powers[-1] @ adj
+            powers.append(0.5 * (p + p.transpose(-1, -2)))  # symmetric in exact arithmetic; made exact here
         adjc = torch.stack(powers, 1)
         chans = [adjc]
         for layer in self.layers:
             x, adjc = layer(x, adjc, flags)
             chans.append(adjc)
         out = self.final(torch.cat(chans, 1).permute(0, 2, 3, 1)).squeeze(-1)
+        out = 0.5 * (out + out.transpose(-1, -2))  # exact symmetry whatever the matmul kernels round
         eye = torch.eye(out.shape[-1], dtype=out.dtype, device=out.device)
         return mask_adjs(out * (1 - eye), flags)
 
