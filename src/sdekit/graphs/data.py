@@ -70,6 +70,12 @@ def _check_int(name: str, value: Any, low: int) -> int:
 class GraphDatasetInfo:
     """The settings of one of GDSS's generic-graph data sets (from the official ``config/*.yaml``).
 
+    ``max_feat_num`` is one more than the largest degree these generators can produce in practice, which is
+    the paper's value for grid (5) and one more than the paper's for community-small (11, paper 10: the
+    official pickle's largest degree is 9, but two bridges at a node of degree 8 make a 10) and ego-small
+    (18, paper 17: an 18-node ego network's centre has degree 17; the official first 200 Citeseer egos
+    have at most 17 nodes).
+
     Attributes:
         name: the data set's name (a key of :data:`GRAPH_DATASETS`).
         num_graphs: number of graphs generated.
@@ -90,8 +96,8 @@ class GraphDatasetInfo:
 
 #: The three generic-graph data sets of GDSS, by name.
 GRAPH_DATASETS: dict[str, GraphDatasetInfo] = {
-    "community_small": GraphDatasetInfo("community_small", 100, 20, 10, 0.2, True),
-    "ego_small": GraphDatasetInfo("ego_small", 200, 18, 17, 0.2, False),
+    "community_small": GraphDatasetInfo("community_small", 100, 20, 11, 0.2, True),
+    "ego_small": GraphDatasetInfo("ego_small", 200, 18, 18, 0.2, False),
     "grid": GraphDatasetInfo("grid", 100, 361, 5, 0.2, True),
 }
 
