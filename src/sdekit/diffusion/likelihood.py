@@ -229,8 +229,14 @@ def log_likelihood(model: Callable[..., torch.Tensor], schedule: Schedule, x: to
     Integrates the augmented state ``(x, int div v dt)`` from ``t_min`` to ``t_max`` with
     :func:`sdekit.odeint` (adaptive, one solve for the whole batch) and adds the prior log-density at
     ``t_max`` (Song et al. 2021, "Score-based generative modeling through SDEs", ICLR, appendix D.2; the
-    divergence estimator of Grathwohl et al. 2019, "FFJORD", ICLR). See :mod:`sdekit.diffusion.likelihood`
-    for the maths.
+    divergence estimator of Grathwohl et al. 2019, "FFJORD", ICLR):
+
+    .. math:: \log p_{t_{min}}(x) = \log \pi(x_{t_{max}}) + \int_{t_{min}}^{t_{max}} \nabla\cdot v(x_t, t)\,dt,
+              \qquad v = \frac{\sigma'}{\sigma} x + \Big(\alpha' - \frac{\sigma'\alpha}{\sigma}\Big) D(x, t),
+
+    the trace of ``dD/dx`` exact or ``E[e^T (dD/dx) e]`` with probes ``e`` held fixed along the solve (then the
+    estimate is unbiased, the trajectory not depending on ``e``). The derivation is on the methods page
+    "Likelihoods".
 
     Arguments:
         model: a network ``model(x, t, **model_kwargs)`` whose output ``prediction`` names, or a
@@ -333,14 +339,27 @@ def elbo(model: Callable[..., torch.Tensor], schedule: Schedule, x: torch.Tensor
     likelihood-weighted denoising score matching loss (Song, Durkan, Murray & Ermon 2021, "Maximum likelihood
     training of score-based diffusion models", NeurIPS, Theorems 1 and 2; Kingma et al. 2021, "Variational
     diffusion models", NeurIPS, the continuous-time bound), estimated by Monte Carlo over the time and the noise.
-    See :mod:`sdekit.diffusion.likelihood` for the maths.
+    For the forward process from ``x`` at ``t_min``, ``x_t = a x + s e`` (``a = alpha(t) / alpha(t_min)``,
+    ``s^2 = sigma(t)^2 - a^2 sigma(t_min)^2``), the DSM form of the bound is
+
+    .. math:: \mathrm{ELBO}(x) = E[\log\pi(x_{t_{max}})] + d \log a(t_{max})
+              + \int_{t_{min}}^{t_{max}} \lambda'(t)\, E\big[\|\hat\epsilon\|^2
+              - 2 (\sigma / s)\, \hat\epsilon\cdot e\big]\,dt,
+
+    ``lambda = log(alpha / sigma)`` and ``eps_hat = (x_t - alpha D) / sigma`` the model's noise prediction
+    (``g^2 = -2 sigma^2 lambda'``). With the exact score and the exact prior it equals ``log p(x)`` for every
+    ``x``. The derivation is on the methods page "Likelihoods".
 
     Each draw takes ``t`` with density ``q(t)`` and ``e ~ N(0, I)``, evaluates the integrand at
     ``x_t = a x + s e`` (and at ``a x - s e`` when ``antithetic``) and weights it by ``1 / q(t)``:
     ``time_sampling="log_snr"`` draws ``lambda = log(alpha / sigma)`` uniformly (``q = -lambda' / Delta lambda``,
     the importance sampling of Song et al. 2021 for this weighting), ``"uniform"`` draws ``t`` uniformly.
-    The result is unbiased for the ELBO; it is differentiable in the model's parameters (no gradient mode is
-    forced), so ``-elbo(...).elbo.mean()`` is a likelihood-training loss.
+    Three variance reductions keep it unbiased: the draws are stratified in ``q`` (two per stratum, which also
+    gives an unbiased standard error), the antithetic pair removes the ``1 / s`` blow-up of the noise term at
+    ``t_min``, and the control variate ``c(lambda) (|e|^2 - d)`` (mean zero; ``c = sigma^2 / (sigma^2 + alpha^2
+    v)``, the shrinkage of Gaussian data with the batch's per-coordinate variance ``v``) removes the chi-square
+    noise where the signal is gone. The result is differentiable in the model's parameters (no gradient mode
+    is forced), so ``-elbo(...).elbo.mean()`` is a likelihood-training loss.
 
     Arguments:
         model, prediction, model_kwargs, time_input: as :func:`sdekit.diffusion.log_likelihood`.
@@ -348,7 +367,7 @@ def elbo(model: Callable[..., torch.Tensor], schedule: Schedule, x: torch.Tensor
             :class:`~sdekit.diffusion.LinearFlow` pass ``t_max < 1``).
         x: data ``(batch, *event)``, finite.
         t_min, t_max: the interval (default: the schedule's).
-        samples: draws of ``(t, e)`` per data point, an int >= 2.
+        samples: draws of ``(t, e)`` per data point, an even int >= 2.
         time_sampling: ``"log_snr"`` (default) or ``"uniform"``.
         antithetic: evaluate each draw at ``e`` and ``-e`` (two evaluations per draw; keeps the variance finite
             near ``t_min``).
@@ -362,7 +381,7 @@ def elbo(model: Callable[..., torch.Tensor], schedule: Schedule, x: torch.Tensor
         An :class:`~sdekit.diffusion.ELBOEstimate` (``elbo`` and ``stderr`` per data point, in nats).
 
     Raises:
-        TypeError / ValueError naming the argument for a wrong schedule, data, ``samples < 2``, an unknown
+        TypeError / ValueError naming the argument for a wrong schedule, data, ``samples`` odd or < 2, an unknown
         ``time_sampling``, or a time interval where ``alpha`` or the log-SNR is not finite.
     """
     _check_schedule(schedule)
