@@ -77,7 +77,7 @@ class GraphDatasetInfo:
     have at most 17 nodes).
 
     Attributes:
-        name: the data set's name (a key of :data:`GRAPH_DATASETS`).
+        name: the data set's name (a key of ``sdekit.graphs.GRAPH_DATASETS``).
         num_graphs: number of graphs generated.
         max_nodes: the padding size ``N`` (``max_node_num``).
         max_feat_num: number of one-hot degree classes ``F`` (``max_feat_num``).

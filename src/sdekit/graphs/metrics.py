@@ -93,7 +93,7 @@ def orbit_counts(G: nx.Graph) -> np.ndarray:
     """Per-node counts of the 15 orbits of graphlets with 2 to 4 nodes (ORCA's ``node 4`` output).
 
     Column ``k`` of row ``v`` is the number of induced connected subgraphs of 2 to 4 nodes in which ``v``
-    sits in orbit ``k`` (order :data:`ORBIT_NAMES`, the numbering of Pržulj, Bioinformatics 2007, used by
+    sits in orbit ``k`` (order ``sdekit.graphs.ORBIT_NAMES``, the numbering of Pržulj, Bioinformatics 2007, used by
     ORCA, Hočevar and Demšar, Bioinformatics 2014). Non-induced counts of each 4-node pattern are closed
     forms in ``A``, ``A^2``, the degrees and the triangle counts (the 4-cliques come from triangles in each
     node's neighbourhood); the induced counts follow by inverting the triangular system that says how
