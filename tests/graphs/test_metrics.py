@@ -7,6 +7,7 @@ import pytest
 
 from sdekit.graphs import (
     ORBIT_NAMES,
+    clustering_coefficients,
     clustering_mmd,
     degree_mmd,
     gaussian_emd_mmd,
@@ -84,6 +85,15 @@ def test_orbit_counts_of_known_graphs():
     # node labels of any kind, rows in G.nodes order
     H = nx.relabel_nodes(nx.path_graph(4), {0: "d", 1: "c", 2: "b", 3: "a"})
     assert orbit_counts(H)[:, 4].tolist() == [1, 0, 0, 1]
+
+
+def test_clustering_coefficients_equal_networkx_bit_for_bit():
+    rng = np.random.default_rng(6)
+    for _ in range(40):
+        G = nx.gnp_random_graph(int(rng.integers(1, 60)), float(rng.uniform(0.02, 0.9)), seed=int(rng.integers(2**31)))
+        G = nx.relabel_nodes(G, {v: f"n{v}" for v in G})
+        expected = np.array([nx.clustering(G)[v] for v in G.nodes], dtype=np.float64)
+        np.testing.assert_array_equal(clustering_coefficients(G), expected)
 
 
 def test_orbit_counts_refuse_bad_graphs():
