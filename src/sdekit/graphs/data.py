@@ -114,10 +114,12 @@ def community_small(num_graphs: int = 100, *, seed: int = 0) -> list[nx.Graph]:
 
     For each graph, ``c`` is drawn uniformly from 12..20 and two communities of ``c // 2`` nodes are made,
     community ``k`` being ``networkx.gnp_random_graph(c // 2, 0.7, seed=k)`` (the official generator fixes
-    these seeds, so communities of one size are always the same graph); each inter-community pair of nodes
-    is joined with probability ``0.1 / (c // 2)``, with one bridge between the first nodes of the two
-    communities if none was drawn. As in Jo, Lee, Hwang, "Score-based Generative Modeling of Graphs via the
-    System of Stochastic Differential Equations" (ICML 2022) and Niu et al. (AISTATS 2020).
+    these seeds, so communities of one size are always the same graph: with networkx 3.6 the two
+    communities of each of the 100 graphs of the official pickle are exactly these graphs); each
+    inter-community pair of nodes is joined with probability ``0.1 / (c // 2)``, with one bridge between
+    the first nodes of the two communities if none was drawn. As in Jo, Lee, Hwang, "Score-based
+    Generative Modeling of Graphs via the System of Stochastic Differential Equations" (ICML 2022) and
+    Niu et al. (AISTATS 2020).
 
     Arguments:
         num_graphs: number of graphs (the paper: 100).
