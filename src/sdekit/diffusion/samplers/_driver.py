@@ -25,13 +25,50 @@ __all__ = ["sample"]
 class _Counted:
     """Counts calls of a denoiser (each is one model evaluation)."""
 
-    def __init__(self, denoiser: Denoiser) -> None:
+    def __init__(self, denoiser: Denoiser | _Recorder) -> None:
         self.denoiser = denoiser
         self.calls = 0
 
     def __call__(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         self.calls += 1
         return self.denoiser(x, t)
+
+
+class _Recorder:
+    """Keeps the denoiser's output at the grid states: a call on the very state a step started from, at its
+    start time, is ``D(x_{t_k}, t_k)``, the ``k``-th point of the denoising trajectory."""
+
+    def __init__(self, denoiser: Denoiser, times: list[float]) -> None:
+        self.denoiser = denoiser
+        self.times = times
+        self.current: tuple[int, torch.Tensor | None] = (-1, None)
+        self.outputs: dict[int, torch.Tensor] = {}
+
+    def __call__(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+        out = self.denoiser(x, t)
+        k, xk = self.current
+        if xk is not None and k not in self.outputs and _as_float(t) == self.times[k] and _same_state(x, xk):
+            self.outputs[k] = out
+        return out
+
+
+def _same_state(x: torch.Tensor, xk: torch.Tensor) -> bool:
+    """``x`` is the step's state, or that state to rounding (a sampler may rescale it, e.g. ``alpha (x / alpha)``)."""
+    if x is xk:
+        return True
+    if x.shape != xk.shape or x.dtype != xk.dtype:
+        return False
+    eps = 4.0 * torch.finfo(x.dtype).eps
+    return bool(torch.allclose(x.detach(), xk.detach(), rtol=eps, atol=eps))
+
+
+def _as_float(t: float | torch.Tensor) -> float | None:
+    if isinstance(t, (int, float)):
+        return float(t)
+    if isinstance(t, torch.Tensor) and t.numel() >= 1:
+        flat = t.reshape(-1)
+        return float(flat[0]) if bool((flat == flat[0]).all()) else None
+    return None
 
 
 def _noise_source(bm: BrownianSource | None, generator: torch.Generator | None, times: torch.Tensor,
@@ -146,8 +183,11 @@ def sample(model: Callable[..., torch.Tensor], schedule: Schedule, x_T: torch.Te
             ``DiscreteVP.timestep``).
         return_info: also return a :class:`~sdekit.diffusion.SampleInfo` (``nfe``, grid, solver and, with
             an :class:`~sdekit.diffusion.AdjointDEIS` strategy, ``adjoint_stats``).
-        return_trajectory: store the states at all grid times in ``info.trajectory`` (implies
-            ``return_info``).
+        return_trajectory: store the states at all grid times in ``info.trajectory`` and the denoising
+            trajectory ``D(x_{t_k}, t_k)`` beside it in ``info.denoised`` (implies ``return_info``; Chen et al.
+            2024, "A geometric perspective on diffusion models"). The denoiser outputs the sampler computed at
+            the grid states are reused; where it made none (the last grid time, unless ``denoise_final``;
+            samplers that evaluate elsewhere) one extra call is made, counted in ``info.nfe``.
         adjoint: how gradients flow through the sampler: ``None`` or :class:`~sdekit.diffusion.Backprop`
             (autograd records every step, memory linear in the steps) or
             :class:`~sdekit.diffusion.AdjointDEIS` (the adjoint equations solved backwards, memory
@@ -176,33 +216,43 @@ def sample(model: Callable[..., torch.Tensor], schedule: Schedule, x_T: torch.Te
     if steps is None and timesteps is None and sampler.nfe_per_step is None:
         steps = 1
     times = resolve_timesteps(timesteps, schedule, steps)
-    denoiser = _Counted(as_denoiser(model, schedule, prediction, model_kwargs=model_kwargs,
-                                    time_input=time_input))
-    noise = _noise_source(bm, generator, times, x_T, sampler.noise_substeps) if sampler.stochastic else None
+    raw = as_denoiser(model, schedule, prediction, model_kwargs=model_kwargs, time_input=time_input)
     grid = times.tolist()
+    recorder = _Recorder(raw, grid) if return_trajectory else None
+    denoiser = _Counted(recorder if recorder is not None else raw)
+    noise = _noise_source(bm, generator, times, x_T, sampler.noise_substeps) if sampler.stochastic else None
     ctx = SamplerContext(denoiser=denoiser, schedule=schedule, times=grid, noise=noise)
     n = len(grid) - 1
     saves = list(range(n + 1)) if return_trajectory else [0, n]
 
     def step(k, t0, t1, x, state):
+        if recorder is not None:
+            recorder.current = (k, x)
         return sampler.step(ctx, k, t0, t1, x, state)
 
     adjoint_stats = None
     if adjoint is not None:
         from ..adjoint import sample_with_adjoint
 
-        x_out, adjoint_stats = sample_with_adjoint(adjoint, sampler, ctx, denoiser.denoiser, x_T,
+        x_out, adjoint_stats = sample_with_adjoint(adjoint, sampler, ctx, raw, x_T,
                                                    progress=progress)
         states = [x_out]
     else:
         states = fixed_loop(step, x_T, sampler.init(ctx, x_T), grid, saves, lambda values: values,
                              f"sample[{sampler.name}]", progress)
     x = states[-1]
+    if recorder is not None:
+        recorder.current = (n, x)
     if denoise_final:
         x = denoiser(x, grid[-1])
     if not (return_info or return_trajectory):
         return x
+    denoised = None
+    if recorder is not None:
+        recorder.current = (-1, None)
+        outputs = recorder.outputs
+        denoised = torch.stack([outputs[k] if k in outputs else denoiser(states[k], grid[k]) for k in range(n + 1)])
     info = SampleInfo(nfe=denoiser.calls, timesteps=times, solver=sampler,
                       trajectory=torch.stack(states) if return_trajectory else None,
-                      adjoint_stats=adjoint_stats)
+                      adjoint_stats=adjoint_stats, denoised=denoised)
     return x, info

@@ -84,6 +84,8 @@ class SampleInfo:
         adjoint_stats: with ``adjoint=AdjointDEIS(...)``, the
             :class:`~sdekit.diffusion.AdjointStats` of the gradient's backward pass (filled in when
             ``backward()`` runs); ``None`` otherwise.
+        denoised: ``(steps + 1, *x_T.shape)`` denoising trajectory ``D(x_{t_k}, t_k)`` at the grid states when
+            ``return_trajectory=True`` (the denoiser's estimate of the final sample at each step).
     """
 
     nfe: int
@@ -91,6 +93,7 @@ class SampleInfo:
     solver: Any
     trajectory: torch.Tensor | None = field(default=None, repr=False)
     adjoint_stats: Any = None
+    denoised: torch.Tensor | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
