@@ -249,13 +249,15 @@ class CLD:
             raise ValueError(f"steps must be a positive int, got {steps!r}")
         shape = tuple(int(s) for s in shape)
         x, v = self.prior_sample(shape, seed, dtype=dtype)
-        ts = torch.linspace(self.t_max, self.t_min, steps + 1, dtype=torch.float64)
         if method == "euler":
-            bm = BrownianGrid(ts, (2 * x.numel(),), seed=int(seed) + 1, dtype=x.dtype)
-            dt = (self.t_max - self.t_min) / steps
-            xs, vs = sdeint(self.reverse_sde(score_v), (x, v), ts, method="euler", dt=dt, bm=bm)
+            # bm=None: sdeint draws a BrownianGrid on its step grid, seeded without touching the global generator
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed) + 1)
+                xs, vs = sdeint(self.reverse_sde(score_v), (x, v), [self.t_max, self.t_min], method="euler",
+                                dt=(self.t_max - self.t_min) / steps)
             return xs[-1], vs[-1]
         if method == "sscs":
+            ts = torch.linspace(self.t_max, self.t_min, steps + 1, dtype=torch.float64)
             return self._sscs(score_v, x, v, ts.tolist(), int(seed) + 1)
         raise ValueError(f"method must be 'sscs' or 'euler', got {method!r}")
 

@@ -51,7 +51,6 @@ from typing import Literal
 
 import torch
 
-from ...core.brownian import BrownianGrid
 from ...core.integrate import odeint, sdeint
 from .._utils import as_time, check_real, check_tensor
 from ..schedules import VP, Schedule
@@ -473,10 +472,12 @@ class MatrixLinearSDE(torch.nn.Module):
         x = torch.randn(n, self.dim, generator=gen, dtype=dtype).to(self.log_diag.device)
         sch = self.schedule
         if method == "euler":
-            ts = torch.linspace(sch.t_max, sch.t_min, steps + 1, dtype=torch.float64)
-            bm = BrownianGrid(ts, (n, self.dim), seed=int(seed) + 1, dtype=dtype, device=x.device)
-            dt = (sch.t_max - sch.t_min) / steps
-            return sdeint(self.reverse_sde(score), x, ts, method="euler", dt=dt, bm=bm)[-1]
+            # bm=None: sdeint draws a BrownianGrid on its own step grid, seeded here without touching the
+            # caller's global generator
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed) + 1)
+                dt = (sch.t_max - sch.t_min) / steps
+                return sdeint(self.reverse_sde(score), x, [sch.t_max, sch.t_min], method="euler", dt=dt)[-1]
         if method == "ode":
             return odeint(self.probability_flow(score), x, [sch.t_max, sch.t_min], rtol=rtol, atol=atol)[-1]
         raise ValueError(f"method must be 'euler' or 'ode', got {method!r}")
