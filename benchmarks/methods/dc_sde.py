@@ -14,7 +14,7 @@ Scores, per seed, against the held-out system: W1 of the marginals at t = 0.1, 0
 (``scipy.stats.wasserstein_distance``), and the unbiased depth-8 signature MMD^2. The floor is the same W1
 between the training and held-out systems.
 
-    python benchmarks/methods/dc_sde.py            # 3 seeds, 2 x 2048 agents, 51 times, 150 steps, ~10 min
+    python benchmarks/methods/dc_sde.py            # 3 seeds, 2 x 2048 agents, 51 times, 500 steps, ~10 CPU min
     python benchmarks/methods/dc_sde.py --quick    # 1 seed, small: the direction only (checked by a test)
 """
 
@@ -25,6 +25,7 @@ import datetime
 import json
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -63,16 +64,24 @@ def bimodality(x: np.ndarray) -> float:
     return float(((z**3).mean() ** 2 + 1) / (z**4).mean())
 
 
-def run(name: str, seed: int, ts, train, test, steps: int, batch: int, links: int, lr: float) -> dict:
+def score(fake: torch.Tensor, test: torch.Tensor, ts: torch.Tensor) -> dict:
+    mmd = float(signature_mmd(time_augment(fake[:512], ts), time_augment(test[:512], ts), depth=8, basepoint=True))
+    return {"w1": w1_per_time(fake, test, ts), "mmd": mmd,
+            "bimodality": [bimodality(fake[:, int(torch.argmin((ts - t).abs())), 0].numpy()) for t in REPORT_TIMES],
+            "fake": fake[:400]}
+
+
+def run(name: str, seed: int, ts, train, test, steps: int, batch: int, links: int, lr: float) -> dict[str, dict]:
+    """Train one model; its scores by row label (the DC-SDE: the chain's first and last link)."""
     torch.manual_seed(seed)
     model = MODELS[name](1, noise=3, width=128, layers=2)
     loss = SignatureMMDLoss(ts, depth=8)
     config = TrainConfig(steps=steps, batch_size=batch, lr=lr, lr_schedule="cosine", grad_clip=1.0, ema_decay=None,
                          seed=seed, progress=False)
     trainer = Trainer(model, loss, train, config)
-    t0 = time.perf_counter()
-    history = trainer.fit()
-    train_s = time.perf_counter() - t0
+    t0, c0 = time.perf_counter(), time.process_time()
+    trainer.fit()
+    timing = {"train_s": time.perf_counter() - t0, "train_cpu_s": time.process_time() - c0}
     gen = torch.Generator().manual_seed(10_000 + seed)
     n_eval = test.shape[0]
     with torch.no_grad():
@@ -80,14 +89,11 @@ def run(name: str, seed: int, ts, train, test, steps: int, batch: int, links: in
             assert isinstance(model, DirectedChainSDE)
             start = train[torch.randperm(train.shape[0], generator=gen)[:n_eval]]
             x0 = torch.stack([test[torch.randperm(n_eval, generator=gen), 0] for _ in range(links)])
-            fake = model.chain(ts, x0, start)[-1]
-        else:
-            fake = model.sample(ts, test[:, 0])
-    w1 = w1_per_time(fake, test, ts)
-    mmd = float(signature_mmd(time_augment(fake[:512], ts), time_augment(test[:512], ts), depth=8, basepoint=True))
-    return {"w1": w1, "mmd": mmd, "train_s": train_s, "final_loss": float(np.mean(history[-10:])),
-            "bimodality": [bimodality(fake[:, int(torch.argmin((ts - t).abs())), 0].numpy()) for t in REPORT_TIMES],
-            "fake": fake[:400]}
+            chain = model.chain(ts, x0, start)
+            return {"DC-SDE, link 1 (neighbours: training paths)": {**score(chain[0], test, ts), **timing},
+                    f"DC-SDE, link {links} (chained)": {**score(chain[-1], test, ts), **timing}}
+        fake = model.sample(ts, test[:, 0])
+    return {name: {**score(fake, test, ts), **timing}}
 
 
 def fmt(values) -> str:
@@ -108,7 +114,7 @@ def save_png(ts, test, fakes: dict, path: Path) -> None:
         k = int(torch.argmin((ts - t).abs()))
         bins = np.linspace(-2.5, 2.5, 41)
         ax.hist(test[:, k, 0].numpy(), bins=bins, density=True, color="0.75", label="held-out data")
-        for (name, fake), color in zip(fakes.items(), ("C0", "C3")):
+        for (name, fake), color in zip(fakes.items(), ("C0", "C2", "C3")):
             ax.hist(fake[:, k, 0].numpy(), bins=bins, density=True, histtype="step", color=color, lw=1.5, label=name)
         ax.set_title(f"t = {t:g}")
     axes[0].legend(fontsize=7)
@@ -122,29 +128,36 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--agents", type=int, default=2048)
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--links", type=int, default=5)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--workers", type=int, default=2, help="runs in parallel processes (1 thread each)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
     root = Path(__file__).resolve().parents[2]
     if args.quick:
-        args.seeds, args.agents, args.steps, args.batch, args.links = 1, 512, 40, 64, 2
+        args.seeds, args.agents, args.steps, args.batch, args.links, args.workers = 1, 512, 40, 64, 2, 1
     out = args.out or (None if args.quick else str(root / "benchmarks/results/dc_sde.md"))
     t_start = time.perf_counter()
     seeds = list(range(args.seeds))
     ts, train = opinion_dynamics(args.agents, steps=50, seed=100)
     _, test = opinion_dynamics(args.agents, steps=50, seed=200)
     floor = w1_per_time(train, test, ts)
-    results: dict[str, list[dict]] = {name: [] for name in MODELS}
-    for seed in seeds:
-        for name in MODELS:
-            results[name].append(run(name, seed, ts, train, test, args.steps, args.batch, args.links, args.lr))
-            r = results[name][-1]
-            print(f"seed {seed} {name}: W1 {np.round(r['w1'], 3).tolist()} MMD {r['mmd']:.4f} "
-                  f"({r['train_s']:.0f} s)", file=sys.stderr)
+    jobs = [(name, seed) for seed in seeds for name in MODELS]
+    settings = (ts, train, test, args.steps, args.batch, args.links, args.lr)
+    if args.workers > 1:  # one thread per run; runs in parallel processes
+        with ProcessPoolExecutor(args.workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            outcomes = list(pool.map(run, *zip(*jobs), *([v] * len(jobs) for v in settings)))
+    else:
+        outcomes = [run(name, seed, *settings) for name, seed in jobs]
+    results: dict[str, list[dict]] = {}
+    for (_, seed), outcome in zip(jobs, outcomes):
+        for label, r in outcome.items():
+            results.setdefault(label, []).append(r)
+            print(f"seed {seed} {label}: W1 {np.round(r['w1'], 3).tolist()} MMD {r['mmd']:.4f} "
+                  f"({r['train_s']:.0f} s, {r['train_cpu_s']:.0f} CPU s)", file=sys.stderr)
     wall = time.perf_counter() - t_start
 
     lines = [
@@ -163,20 +176,19 @@ def main() -> None:
         "",
         "W1 of the marginal at each time to the held-out system (mean ± std over seeds; lower is better):",
         "",
-        "| model | " + " | ".join(f"t = {t:g}" for t in REPORT_TIMES) + " | sig-MMD^2 (depth 8) | train s/run |",
+        "| model | " + " | ".join(f"t = {t:g}" for t in REPORT_TIMES)
+        + " | sig-MMD^2 (depth 8) | train s/run (CPU s) |",
         "|---|" + "---|" * (len(REPORT_TIMES) + 2),
     ]
-    for name in MODELS:
-        rs = results[name]
+    for name, rs in results.items():
         cells = [fmt([r["w1"][i] for r in rs]) for i in range(len(REPORT_TIMES))]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {fmt([r['mmd'] for r in rs])} | "
-                     f"{np.mean([r['train_s'] for r in rs]):.0f} |")
+                     f"{np.mean([r['train_s'] for r in rs]):.0f} ({np.mean([r['train_cpu_s'] for r in rs]):.0f} CPU) |")
     lines.append("| train vs held-out data (floor) | " + " | ".join(f"{v:.3f}" for v in floor) + " | | |")
     lines += ["", "Sarle's bimodality coefficient of the marginals (> 0.555 suggests two modes):", "",
               "| model | " + " | ".join(f"t = {t:g}" for t in REPORT_TIMES) + " |",
               "|---|" + "---|" * len(REPORT_TIMES)]
-    for name in MODELS:
-        rs = results[name]
+    for name, rs in results.items():
         lines.append(f"| {name} | " + " | ".join(fmt([r["bimodality"][i] for r in rs])
                                                  for i in range(len(REPORT_TIMES))) + " |")
     data_bc = [bimodality(test[:, int(torch.argmin((ts - t).abs())), 0].numpy()) for t in REPORT_TIMES]
@@ -186,11 +198,12 @@ def main() -> None:
               "match the data's two clusters where the baselines' do not.", ""]
     if not args.quick and out:
         png = Path(out).with_suffix(".png")
-        save_png(ts, test, {name: results[name][0]["fake"] for name in MODELS}, png)
+        save_png(ts, test, {name: rs[0]["fake"] for name, rs in results.items()}, png)
         lines += [f"![marginals]({png.name})", ""]
     emit(lines, out)
-    summary: dict[str, Any] = {name: {"w1": [float(np.mean([r["w1"][i] for r in rs])) for i in range(len(REPORT_TIMES))],
-                      "mmd": float(np.mean([r["mmd"] for r in rs]))} for name, rs in results.items()}
+    summary: dict[str, Any] = {
+        name: {"w1": [float(np.mean([r["w1"][i] for r in rs])) for i in range(len(REPORT_TIMES))],
+               "mmd": float(np.mean([r["mmd"] for r in rs]))} for name, rs in results.items()}
     summary["floor"] = {"w1": floor}
     summary["wall"] = wall
     if out:

@@ -7,16 +7,16 @@ Min, Hu, Ichiba, "Directed Chain Generative Adversarial Networks", ICML 2023. A 
 where the neighbourhood path ``X~`` is an independent path of the same law (the previous node of an
 infinite directed chain of paths). Training feeds real paths as ``X~`` and matches the law of the
 generated ``X`` to the data; generation walks the chain: a generated batch is the neighbourhood of the next
-(:meth:`DirectedChainSDE.chain`), starting from any batch. ``b`` and ``s`` are MLPs of ``(t, X, X~(t))``
+(``DirectedChainSDE.chain``), starting from any batch. ``b`` and ``s`` are MLPs of ``(t, X, X~(t))``
 (width 128, 2 hidden layers, LipSwish, as the paper's code), ``s`` of shape ``(d, noise)`` (general Itô
 noise); the SDE is solved by :func:`sdekit.sdeint` (Euler–Maruyama on the data's time grid, as the paper).
 
-The plain neural SDE baseline (:class:`NeuralSDEGenerator`) is the same generator without ``X~``.
-:class:`SignatureMMDLoss` is a :class:`sdekit.train.Trainer` loss: the signature MMD
+The plain neural SDE baseline (:class:`sdekit.timeseries.NeuralSDEGenerator`) is the same generator without ``X~``.
+:class:`sdekit.timeseries.SignatureMMDLoss` is a :class:`sdekit.train.Trainer` loss: the signature MMD
 (:func:`sdekit.timeseries.signature_mmd`) between generated and real time-augmented paths, the paper's loss
 being its biased truncated form at depth 8 with a basepoint.
 
-Data: the stochastic opinion-dynamics particle system of the paper (:func:`opinion_dynamics`),
+Data: the stochastic opinion-dynamics particle system of the paper (:func:`sdekit.timeseries.opinion_dynamics`),
 ``dX^i = -(1/N) sum_j phi(|X^i - X^j|) (X^i - X^j) dt + sigma dW^i`` with
 ``phi(r) = theta1 exp(-0.01 / (1 - (r - theta2)^2))`` for ``r < theta2 + 1`` and 0 beyond, ``X^i_0 ~ U[-2, 2]``,
 simulated by :func:`sdekit.sdeint` on a seeded :class:`sdekit.BrownianGrid`; its marginals split into two
@@ -81,8 +81,8 @@ def _mlp(inputs: int, out: int, width: int, layers: int) -> nn.Sequential:
 class NeuralSDEGenerator(SDE):
     """Neural SDE generator ``dX = b(t, X) dt + s(t, X) dW`` of ``d``-channel paths (general Itô noise).
 
-    The baseline of :class:`DirectedChainSDE` (the same networks without the neighbourhood input), as in the
-    directed-chain GAN paper (Min, Hu, Ichiba, ICML 2023).
+    The baseline of :class:`sdekit.timeseries.DirectedChainSDE` (the same networks without the neighbourhood
+    input), as in the directed-chain GAN paper (Min, Hu, Ichiba, ICML 2023).
 
     Arguments:
         channels: ``d``, channels of a path (not counting time).
@@ -140,11 +140,11 @@ class NeuralSDEGenerator(SDE):
 class DirectedChainSDE(NeuralSDEGenerator):
     """Directed-chain SDE ``dX = b(t, X, X~) dt + s(t, X, X~) dW`` (Min, Hu, Ichiba, ICML 2023).
 
-    Same arguments as :class:`NeuralSDEGenerator`; ``b`` and ``s`` also see the neighbourhood path ``X~`` at
-    the solver time (linear interpolation of the neighbour's points between the times ``ts``).
+    Same arguments as :class:`sdekit.timeseries.NeuralSDEGenerator`; ``b`` and ``s`` also see the neighbourhood
+    path ``X~`` at the solver time (linear interpolation of the neighbour's points between the times ``ts``).
 
     ``f(t, x): (B, d) -> (B, d)``, ``g(t, x): (B, d) -> (B, d, m)``; the neighbour is set by
-    :meth:`sample` (or ``set_neighbour``) before the solve.
+    ``sample`` (or ``set_neighbour``) before the solve.
     """
 
     directed = True
@@ -200,7 +200,7 @@ class DirectedChainSDE(NeuralSDEGenerator):
         return self._solve(ts, x0, bm)
 
     def chain(self, ts: torch.Tensor, x0: torch.Tensor, start: torch.Tensor, *, bm: Any = None) -> torch.Tensor:
-        """Walk the directed chain: ``X^0 = start``, ``X^{k+1}`` = :meth:`sample` from ``x0[k]`` with
+        """Walk the directed chain: ``X^0 = start``, ``X^{k+1}`` = ``sample`` from ``x0[k]`` with
         neighbour ``X^k``; returns ``(K, B, L, d)`` for ``x0: (K, B, d)`` (``start: (B, L, d)`` at ``ts``).
 
         ``bm``: ``None`` or a sequence of ``K`` Brownian sources."""
@@ -220,7 +220,7 @@ class SignatureMMDLoss:
     """Signature-MMD generator loss for :class:`sdekit.train.Trainer`: ``loss_fn(model, paths)``.
 
     For a batch of real paths ``paths: (B, L, d)`` at the times ``ts``, the generator starts from the real
-    initial values ``paths[:, 0]``; a :class:`DirectedChainSDE` gets the batch rolled by one as its
+    initial values ``paths[:, 0]``; a :class:`sdekit.timeseries.DirectedChainSDE` gets the batch rolled by one as its
     neighbourhood (real paths of the same law, each generated path driven by another path than the one it is
     compared with). Generated and real paths are time-augmented (:func:`sdekit.timeseries.time_augment`) and
     compared by :func:`sdekit.timeseries.signature_mmd` (Min, Hu, Ichiba, ICML 2023: truncated at depth 8,
@@ -310,7 +310,8 @@ def opinion_dynamics(n: int, *, steps: int = 100, t_end: float = 1.0, theta1: fl
 
     ``X_0 ~ U[-2, 2]``, Euler–Maruyama with ``dt = t_end / steps`` (the paper: ``n = 8192``, ``dt = 0.01``,
     ``t_end = 1``) by :func:`sdekit.sdeint` on a :class:`sdekit.BrownianGrid` seeded by ``seed``; see
-    :class:`OpinionDynamics`. Agents of one system are exchangeable, weakly dependent paths of one law.
+    :class:`sdekit.timeseries.OpinionDynamics`. Agents of one system are exchangeable, weakly dependent paths of
+    one law.
     """
     _check_int("n", n, 2)
     _check_int("steps", steps)

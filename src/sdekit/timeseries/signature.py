@@ -5,20 +5,20 @@ For a path ``x: [0, T] -> R^d`` the signature is the sequence of iterated integr
 ``(R^d)^{(x) k}``. A series of ``L`` points is read as the piecewise-linear path through them; each linear
 piece with increment ``D`` has signature ``exp(D) = (1, D, D^2 / 2!, ...)`` and pieces combine by
 Chen's identity ``S(x * y) = S(x) (x) S(y)`` (Lyons, Caruana, Lévy, "Differential Equations Driven by
-Rough Paths", Springer 2007). :func:`signature` truncates at ``depth``, multiplies runs of pieces out by
-Horner's rule (all runs at once) and combines the runs by a balanced tree of Chen products.
+Rough Paths", Springer 2007). :func:`sdekit.timeseries.signature` truncates at ``depth``, multiplies runs of
+pieces out by Horner's rule (all runs at once) and combines the runs by a balanced tree of Chen products.
 
 The signature kernel ``k(x, y) = <S(x), S(y)>`` (all levels) solves the Goursat PDE
 ``d^2 k / ds dt = <dx_s, dy_t> k`` with ``k(0, .) = k(., 0) = 1`` (Salvi, Cass, Foster, Lyons, Yang,
 "The Signature Kernel is the Solution of a Goursat PDE", SIAM J. Math. Data Sci. 2021).
-:func:`signature_kernel` solves it by that paper's second-order explicit scheme on the grid of the two
+:func:`sdekit.timeseries.signature_kernel` solves it by that paper's second-order explicit scheme on the grid of the two
 series refined ``2^dyadic_order`` times, sweeping anti-diagonals so each sweep is one batched tensor
 operation. A static kernel ``kappa`` on points (``"linear"``: ``<a, b>``; ``"rbf"``:
 ``exp(-|a - b|^2 / (2 sigma^2))``) enters through ``kappa(x_{i+1}, y_{j+1}) - kappa(x_{i+1}, y_j) -
 kappa(x_i, y_{j+1}) + kappa(x_i, y_j)``, as in that paper.
 
-:func:`signature_mmd` is the maximum mean discrepancy between two samples of paths under either kernel:
-the PDE signature kernel, or the linear kernel on signatures truncated at ``depth``. The truncated one with
+:func:`sdekit.timeseries.signature_mmd` is the maximum mean discrepancy between two samples of paths under either
+kernel: the PDE signature kernel, or the linear kernel on signatures truncated at ``depth``. The truncated one with
 ``unbiased=False`` is ``|mean S(x) - mean S(y)|^2``, the square of the generator loss of Min, Hu, Ichiba,
 "Directed Chain Generative Adversarial Networks", ICML 2023 (their code: depth 8 with a basepoint on
 time-augmented paths). The unbiased estimator (Gretton et al., "A Kernel Two-Sample Test", JMLR 2012)
