@@ -20,6 +20,7 @@ from ._common import (
     save_samples,
     say,
 )
+from ._graphs import GRAPH_SOLVERS, is_graph_run, sample_graph_run
 from ._recipes import SOLVERS, RunSpec, SpecError, build_model, build_sampler, default_steps
 
 
@@ -37,7 +38,8 @@ def add_parser(sub) -> None:
                    "reads --n as an abbreviation of its own options)")
     p.add_argument("--num-samples", dest="n", type=positive_int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--out", required=True, help="output file: .pt, .safetensors, .npy or .png")
-    p.add_argument("--solver", choices=SOLVERS, default="ode", help="sampler (default ode)")
+    p.add_argument("--solver", choices=SOLVERS + GRAPH_SOLVERS, default=None,
+                   help="sampler (default ode; graph models: s4 (default) or pc)")
     p.add_argument("--ode-method", default="dopri5",
                    help="core ODE method for --solver ode (dopri5, tsit5, bosh3, heun, euler, midpoint, rk4)")
     p.add_argument("--rtol", type=positive_float, default=1e-5, help="tolerance of adaptive ODE methods")
@@ -122,6 +124,14 @@ def run(args) -> int:
 
 
 def _sample(args, out: Path, ctx) -> int:
+    ckpt = load_checkpoint(Path(args.checkpoint))
+    if is_graph_run(ckpt.metadata.get("run")):
+        return sample_graph_run(args, ckpt, out, ctx) if ctx.is_main else 0
+    if args.solver is None:
+        args.solver = "ode"
+    if args.solver in GRAPH_SOLVERS:
+        raise CLIError(f"--solver {args.solver} is for graph models; this checkpoint is not one (use "
+                       f"{', '.join(SOLVERS)})")
     spec, model, schedule = load_run(Path(args.checkpoint), args.weights, ctx.device)
     num_classes = get_dataset(spec.data).num_classes
     if args.class_label is not None and (num_classes is None or args.class_label >= num_classes):

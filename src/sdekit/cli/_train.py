@@ -13,6 +13,7 @@ from .. import __version__
 from ..data import dataset_names, get_dataset, load_dataset
 from ..train import CHECKPOINT_JSON, CheckpointError, TrainConfig, Trainer, init_distributed, load_checkpoint
 from ._common import CLIError, nonnegative_int, parse_number, positive_float, positive_int, say
+from ._graphs import GRAPH_DATA, GRAPH_TRAIN_DEFAULTS, is_graph_run, train_graphs
 from ._recipes import DTYPES, MODELS, PREDICTIONS_FOR, SCHEDULES, RunSpec, SpecError
 
 _RUN_FLAGS = ("data", "n_train", "data_seed", "schedule", "prediction", "model", "width", "depth", "dtype")
@@ -38,7 +39,8 @@ def add_parser(sub) -> None:
     )
     predictions = sorted({p for ps in PREDICTIONS_FOR.values() for p in ps})
     g = p.add_argument_group("what to train (defaults: moons, vp, eps, an MLP 128x3, float32)")
-    g.add_argument("--data", choices=dataset_names(), help="data set")
+    g.add_argument("--data", choices=dataset_names() + list(GRAPH_DATA),
+                   help="data set (community_small, ego_small, grid: a GDSS graph model)")
     g.add_argument("--n-train", type=positive_int, help="training samples (default: all / 10000 for toys)")
     g.add_argument("--data-seed", type=nonnegative_int, help="seed of the toy data draw (default 0)")
     g.add_argument("--schedule", choices=SCHEDULES, help="noise schedule / interpolant (default vp)")
@@ -73,12 +75,12 @@ def add_parser(sub) -> None:
 _CLI_TRAIN_DEFAULTS = dict(steps=2000, batch_size=512, lr=2e-3, warmup_steps=100, lr_schedule="cosine")
 
 
-def _train_config(args, stored: dict | None) -> TrainConfig:
+def _train_config(args, stored: dict | None, defaults: dict[str, Any] | None = None) -> TrainConfig:
     d: dict[str, Any]
     if stored is not None:
         d = dict(stored)
     else:
-        d = dict(_CLI_TRAIN_DEFAULTS)
+        d = dict(_CLI_TRAIN_DEFAULTS if defaults is None else defaults)
         for k in _TRAIN_FLAGS:
             v = getattr(args, k)
             if v is not None:
@@ -121,6 +123,16 @@ def run(args) -> int:
     elif out.exists() and not out.is_dir():
         raise CLIError(f"--out {str(out)!r} exists and is not a directory")
 
+    if is_graph_run(stored_run) or (stored_run is None and args.data in GRAPH_DATA):
+        config = _train_config(args, stored_train, GRAPH_TRAIN_DEFAULTS)
+        ctx = init_distributed(device=args.device)
+        try:
+            return train_graphs(args, stored_run, config, ctx, out, args.resume)
+        finally:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
     try:
         if stored_run is not None:
             spec = RunSpec.from_dict(stored_run)

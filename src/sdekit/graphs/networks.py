@@ -114,42 +114,45 @@ class ScoreNetworkX(nn.Module):
         return mask_x(self.final(torch.cat(hs, -1)), flags)
 
 
-class _GraphAttention(nn.Module):
-    """One GMH block on one adjacency channel: GCN queries/keys/values, ``heads`` heads; returns the values
-    ``(B, N, d_out)`` and the head-averaged, symmetrised attention ``tanh(Q K^T / sqrt(d_out))``."""
-
-    def __init__(self, d_in: int, attn_dim: int, d_out: int, heads: int) -> None:
-        super().__init__()
-        if attn_dim % heads:
-            raise ValueError(f"adim must be divisible by heads; got adim={attn_dim}, heads={heads}")
-        self.q, self.k, self.v = DenseGCN(d_in, attn_dim), DenseGCN(d_in, attn_dim), DenseGCN(d_in, d_out)
-        self.heads, self.scale = heads, 1.0 / math.sqrt(d_out)
-
-    def forward(self, x: torch.Tensor, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        B, N, _ = x.shape
-        a = DenseGCN.normalize(adj)
-        q = self.q(x, a, normalized=True).view(B, N, self.heads, -1)
-        k = self.k(x, a, normalized=True).view(B, N, self.heads, -1)
-        att = torch.tanh(torch.einsum("bihd,bjhd->bhij", q, k) * self.scale).mean(1)
-        return self.v(x, a, normalized=True), 0.5 * (att + att.transpose(-1, -2))
+def _glorot(*shape: int) -> nn.Parameter:
+    bound = math.sqrt(6.0 / (shape[-2] + shape[-1]))
+    return nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
 
 
 class _AttentionLayer(nn.Module):
-    """A layer of ``s_A``: GMH on each of ``c_in`` channels -> new node features (``d_out``) and ``c_out``
-    symmetric channels ``M + M^T`` from an MLP over ``[attention maps, input channels]`` per entry."""
+    """A layer of ``s_A``: graph multi-head attention (GMH) on each of ``c_in`` adjacency channels, all
+    channels at once. Per channel ``c``: GCN queries, keys and values on ``A_c``, ``heads`` heads, the
+    head-averaged, symmetrised attention map ``tanh(Q K^T / sqrt(d_out))``; then new node features
+    (``d_out``, an MLP over the channels' values) and ``c_out`` symmetric channels ``M + M^T`` from an MLP over
+    ``[attention maps, input channels]`` per entry."""
 
     def __init__(self, num_linears: int, d_in: int, attn_dim: int, d_out: int, c_in: int, c_out: int,
                  heads: int) -> None:
         super().__init__()
-        self.attn = nn.ModuleList(_GraphAttention(d_in, attn_dim, d_out, heads) for _ in range(c_in))
+        if attn_dim % heads:
+            raise ValueError(f"adim must be divisible by heads; got adim={attn_dim}, heads={heads}")
+        self.wq, self.wk = _glorot(c_in, d_in, attn_dim), _glorot(c_in, d_in, attn_dim)
+        self.wv = _glorot(c_in, d_in, d_out)
+        self.bq, self.bk = nn.Parameter(torch.zeros(c_in, attn_dim)), nn.Parameter(torch.zeros(c_in, attn_dim))
+        self.bv = nn.Parameter(torch.zeros(c_in, d_out))
+        self.heads, self.scale = heads, 1.0 / math.sqrt(d_out)
         hidden = 2 * max(c_in, c_out)
         self.mlp = _MLP(num_linears, 2 * c_in, hidden, c_out)
         self.mix = _MLP(2, c_in * d_out, hidden, d_out)
 
+    def _gcn(self, a: torch.Tensor, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a @ torch.einsum("bnd,cde->bcne", x, w) + b[None, :, None, :]
+
     def forward(self, x: torch.Tensor, adjc: torch.Tensor, flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        vs, maps = zip(*(att(x, adjc[:, c]) for c, att in enumerate(self.attn)))
-        x_out = torch.tanh(mask_x(self.mix(torch.cat(vs, -1)), flags))
-        m = self.mlp(torch.cat([torch.stack(maps, -1), adjc.permute(0, 2, 3, 1)], -1)).permute(0, 3, 1, 2)
+        B, C, N, _ = adjc.shape
+        a = DenseGCN.normalize(adjc)
+        q = self._gcn(a, x, self.wq, self.bq).view(B, C, N, self.heads, -1)
+        k = self._gcn(a, x, self.wk, self.bk).view(B, C, N, self.heads, -1)
+        v = self._gcn(a, x, self.wv, self.bv)
+        att = torch.tanh(torch.einsum("bcihd,bcjhd->bchij", q, k) * self.scale).mean(2)
+        att = 0.5 * (att + att.transpose(-1, -2))
+        x_out = torch.tanh(mask_x(self.mix(v.permute(0, 2, 1, 3).reshape(B, N, -1)), flags))
+        m = self.mlp(torch.cat([att, adjc], 1).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return x_out, mask_adjs(m + m.transpose(-1, -2), flags)
 
 
