@@ -123,8 +123,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.quick:
-        plan = [("moons", 300, 128, 64)]
-        seeds, eval_draws = 1, 4
+        plan = [("moons", 200, 128, 64)]
+        seeds, eval_draws = 1, 2
     else:
         plan = [("moons", args.steps_2d, 256, 128), ("checkerboard", args.steps_2d, 256, 128),
                 ("digits", args.steps_digits, 128, 256)]

@@ -300,3 +300,27 @@ def test_bad_input_is_refused_clearly():
         CLD().perturb(torch.zeros(4, 2), 0.5, torch.zeros(4, 2))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="method must be"):
         CLD().sample(lambda x, v, t: v, (4, 2), method="heun")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------
+# benchmarks/methods/flexible_diffusion.py --quick (must-show 3)
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_flexible_diffusion_benchmark_quick(tmp_path):
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, str(root / "benchmarks/methods/flexible_diffusion.py"), "--quick",
+                          "--out", str(tmp_path / "f.md")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = (tmp_path / "f.md").read_text()
+    row = re.search(r"\| moons \| nats/dim \| 200 x 128 \| ([0-9.]+) ± [0-9.]+ \| ([0-9.]+) ± [0-9.]+ \| ([+-][0-9.]+) "
+                    r"\| \[([0-9.]+), ([0-9.]+)\] \| ([0-9.]+) \|", text)
+    assert row is not None, text
+    vp, flexible, diff, r_min, r_max, omega = (float(v) for v in row.groups())
+    assert 0.0 < vp < 3.0 and 0.0 < flexible < 3.0 and abs(flexible - vp - diff) < 1e-3
+    # the flexible arm moved its forward process away from VP (R = I, Omega = 0)
+    assert (r_min < 0.99 or r_max > 1.01) and omega > 1e-3
