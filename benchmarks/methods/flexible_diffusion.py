@@ -120,8 +120,19 @@ def main() -> None:
     ap.add_argument("--steps-digits", type=int, default=1500)
     ap.add_argument("--eval-draws", type=int, default=20)
     ap.add_argument("--out", type=str, default=None)
+    ap.add_argument("--from-log", type=str, default=None,
+                    help="write the report from the JSON lines a run printed (no paired standard errors)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.from_log:
+        rows = [json.loads(line) for line in Path(args.from_log).read_text().splitlines() if line.startswith("{")]
+        names = list(dict.fromkeys(r["set"] for r in rows))
+        plan = [(n, *next((r["steps"], r["batch"], r["hidden"]) for r in rows if r["set"] == n)) for n in names]
+        plan = [p for p in plan if sum(r["set"] == p[0] and r["arm"] == "flexible" for r in rows) > 0]
+        seeds = max(r["seed"] for r in rows) + 1
+        out = args.out or str(RESULTS / "flexible_diffusion.md")
+        report(rows, plan, seeds, args.eval_draws, float("nan"), False, out)
+        return
     if args.quick:
         plan = [("moons", 200, 128, 64)]
         seeds, eval_draws = 1, 2
@@ -139,13 +150,18 @@ def main() -> None:
                 rows.append(r)
                 print(json.dumps({k: v for k, v in r.items() if k != "per_point"}), flush=True)
     wall = time.time() - t0
+    out = args.out or (None if args.quick else str(RESULTS / "flexible_diffusion.md"))
+    report(rows, plan, seeds, eval_draws, wall, args.quick, out)
 
+
+def report(rows: list[dict[str, Any]], plan: list[tuple[str, int, int, int]], seeds: int, eval_draws: int,
+           wall: float, quick: bool, out: str | None) -> None:
     unit = {"moons": "nats/dim", "checkerboard": "nats/dim", "digits": "bits/dim"}
     lines = [
         "# Flexible diffusion vs VP at equal training budget (issue 16, must-show 3)",
         "",
         f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {describe()}. "
-        f"Wall time: {wall:.0f} s{' (--quick)' if args.quick else ''}.",
+        f"Wall time: {wall:.0f} s{' (--quick)' if quick else ''}.",
         "",
         "Du et al., \"A Flexible Diffusion Model\", ICML 2023. Both arms: `MatrixLinearSDE` with VP's linear beta "
         "(0.1 to 20), t in [1e-3, 1], trained on the negative ELBO (`MatrixLinearSDE.nelbo`: reverse-SDE bound, "
@@ -153,7 +169,8 @@ def main() -> None:
         "(lr 1e-3, cosine decay), gradient clipping 10, equal steps and batch per seed. VP freezes R = I, "
         f"Omega = 0; flexible learns L (R = L L^T) and Omega (Adam lr {FORWARD_LR} for these). Lower is better. "
         "Spread: standard deviation over "
-        f"{seeds} seed(s); each test value averages {eval_draws} (t, noise) draws per test point.",
+        f"{seeds} seed(s) (a set with fewer finished seeds shows those); each test value averages {eval_draws} "
+        "(t, noise) draws per test point.",
         "",
         "| set | unit | steps x batch | VP | flexible | flexible - VP (per seed) | learned R eigenvalues "
         "(flexible, seed 0) | ‖Omega‖_F |",
@@ -161,8 +178,9 @@ def main() -> None:
     ]
     summary: dict[str, Any] = {}
     for name, steps, batch, _ in plan:
-        vp = [r for r in rows if r["set"] == name and r["arm"] == "VP"]
         fx = [r for r in rows if r["set"] == name and r["arm"] == "flexible"]
+        done = {r["seed"] for r in fx}
+        vp = [r for r in rows if r["set"] == name and r["arm"] == "VP" and r["seed"] in done]
         vpm = torch.tensor([r["metric"] for r in vp], dtype=torch.float64)
         fxm = torch.tensor([r["metric"] for r in fx], dtype=torch.float64)
         diff = fxm - vpm
@@ -176,7 +194,7 @@ def main() -> None:
                      f"{f0['R_eig_max']:.3f}] | {f0['omega_fro']:.3f} |")
         # paired: both arms are evaluated with the same (t, noise) draws per test point
         paired_se = [float((f["per_point"] - v["per_point"]).std()) / math.sqrt(v["per_point"].numel())
-                     / f["scale"] for v, f in zip(vp, fx)]
+                     / f["scale"] if "per_point" in f else float("nan") for v, f in zip(vp, fx)]
         summary[name] = {"vp": vpm.tolist(), "flexible": fxm.tolist(), "diff": diff.tolist(),
                          "paired_se": paired_se}
     lines += [
@@ -191,9 +209,8 @@ def main() -> None:
         "optimisation on images; its tables are CIFAR-10 / ImageNet-scale bits per dimension, not comparable "
         "with these small sets, and are not transcribed).",
     ]
-    out = args.out or (None if args.quick else str(RESULTS / "flexible_diffusion.md"))
     emit(lines, out)
-    if not args.quick:
+    if not quick:
         rows = [{k: v for k, v in r.items() if k != "per_point"} for r in rows]
         (RESULTS / "flexible_diffusion.json").write_text(json.dumps({"rows": rows, "summary": summary,
                                                                      "wall_s": wall}, indent=1))
