@@ -78,12 +78,12 @@ def test_omega_keeps_the_stationary_law_and_changes_the_path():
             # the path changes: the mean map differs from the omega = 0 one
             M0, _ = base.transition(t)
             if t <= 0.5:
-                assert (M - M0).abs().max() > 0.05
+                assert (M - M0).abs().max() > 0.1  # measured 0.12 to 0.53
     # measured: omega rotates the mean of x_t | x_0 = (1, 0, 0) at t = 0.3
     x0 = torch.tensor([[1.0, 0.0, 0.0]], dtype=F64)
     m_rot = rot.marginal(x0, 0.3)[0]
     m_base = base.marginal(x0, 0.3)[0]
-    assert (m_rot - m_base).norm() > 0.1
+    assert (m_rot - m_base).norm() > 0.5  # measured 0.76: (0.28, 0.23, -0.63) against (0.72, 0.06, -0.04)
 
 
 def test_forward_sde_monte_carlo_matches_the_closed_form():

@@ -179,7 +179,7 @@ class CLD:
         """Hybrid score matching (Dockhorn et al. 2022, eq. 9, weighting ``ell_t^{-2}``): per-sample
         ``mean |alpha_theta(x_t, v_t, t) - eps_v|^2``, ``(batch,)``, with ``t ~ U[t_min, t_max]`` unless
         given. ``model(x, v, t)`` (``t``: ``(batch,)``) predicts ``eps_v``; its score is ``-ell_t alpha``
-        (:meth:`score_from_eps`)."""
+        (``score_from_eps``)."""
         x0 = check_tensor("x0", x0, min_dim=1)
         dev = generator.device if generator is not None else x0.device
         n = x0.shape[0]
@@ -239,7 +239,7 @@ class CLD:
         (``method="sscs"``) or Euler-Maruyama on the reverse SDE (``method="euler"``, :func:`sdekit.sdeint`).
 
         Arguments:
-            score_v: the velocity score ``s_v(x, v, t)`` (e.g. :meth:`score_from_eps` of a network).
+            score_v: the velocity score ``s_v(x, v, t)`` (e.g. ``score_from_eps`` of a network).
             shape: ``(batch, *event)``.
             method, steps, seed: the sampler, its number of steps and the seed of all its noise.
         """

@@ -15,7 +15,7 @@ with ``beta`` the rate of a variance-preserving schedule. Write ``A = -(R + Omeg
 the covariance computed by Van Loan's block exponential (Van Loan, "Computing integrals involving the
 matrix exponential", IEEE TAC 1978): ``exp(h [[A, R], [0, -A^T]]) = [[F11, F12], [0, F22]]`` gives
 ``Sigma = F12 F11^T``, accurate for small ``h`` (no ``I - M M^T`` cancellation). The same covariance solves
-the ODE ``dSigma/dt = beta (A Sigma + Sigma A^T + R)``, integrated by :meth:`MatrixLinearSDE.transition_ode`
+the ODE ``dSigma/dt = beta (A Sigma + Sigma A^T + R)``, integrated by ``MatrixLinearSDE.transition_ode``
 as an independent check. For every antisymmetric ``Omega`` the Lyapunov equation
 ``A + A^T + R = 0`` holds, so ``N(0, I)`` is stationary: ``Sigma = I - M M^T``; ``Omega`` rotates the
 path without changing the stationary law. ``R = I, Omega = 0`` is :class:`sdekit.diffusion.VP`
@@ -24,8 +24,8 @@ path without changing the stationary law. ``R = I, Omega = 0`` is :class:`sdekit
 Score and training. With ``Sigma_t = C_t C_t^T`` (Cholesky) and ``x_t = m_t + C_t eps`` the conditional
 score is ``-Sigma_t^{-1}(x_t - m_t) = -C_t^{-T} eps``; a noise-prediction network ``eps_theta(x, t)``
 gives the score ``s_theta = -C_t^{-T} eps_theta`` (denoising score matching with a matrix-valued noise,
-:meth:`MatrixLinearSDE.dsm_loss`). The flexible-diffusion objective trains the forward parameters
-``(L, Omega)`` and the network jointly on the negative ELBO of :meth:`MatrixLinearSDE.nelbo`:
+``MatrixLinearSDE.dsm_loss``). The flexible-diffusion objective trains the forward parameters
+``(L, Omega)`` and the network jointly on the negative ELBO of ``MatrixLinearSDE.nelbo``:
 
 .. math:: -\log p_\theta(x_0) \le
     E_{q(x_\epsilon|x_0)}[-\log p(x_0 | x_\epsilon)] + \mathrm{KL}(q(x_T|x_0)\,\|\,N(0, I))
@@ -254,7 +254,7 @@ class MatrixLinearSDE(torch.nn.Module):
                        atol: float = 1e-13) -> tuple[torch.Tensor, torch.Tensor]:
         """The same ``(M, Sigma)`` by integrating ``dM/dt = beta A M`` and
         ``dSigma/dt = beta (A Sigma + Sigma A^T + R)`` from ``(I, 0)`` at ``s`` with the adaptive
-        :func:`sdekit.odeint` (dopri5) — a reference for :meth:`transition` (use float64).
+        :func:`sdekit.odeint` (dopri5) — a reference for ``transition`` (use float64).
 
         Arguments:
             t, s: Python floats, ``s < t``.
@@ -344,7 +344,7 @@ class MatrixLinearSDE(torch.nn.Module):
                  n_times: int | None = None) -> torch.Tensor:
         """Denoising score matching with the matrix-valued noise: ``x_t = M_t x_0 + C_t eps``,
         ``t ~ U[t_min, t_max]``, per-sample loss ``|eps_theta(x_t, t) - eps|^2 / d``, ``(batch,)``;
-        ``eps_theta`` defines the score ``-C_t^{-T} eps_theta`` (:meth:`score_from_eps`).
+        ``eps_theta`` defines the score ``-C_t^{-T} eps_theta`` (``score_from_eps``).
 
         Arguments:
             model: ``eps_theta(x, t)``, ``x: (batch, d)``, ``t: (batch,)``.
@@ -375,7 +375,7 @@ class MatrixLinearSDE(torch.nn.Module):
             x0: data ``(batch, d)``.
             prediction: ``"eps"`` or ``"score"``.
             generator: for the time and noise draws.
-            n_times: as in :meth:`dsm_loss`.
+            n_times: as in ``dsm_loss``.
         """
         if prediction not in ("eps", "score"):
             raise ValueError(f"prediction must be 'eps' or 'score', got {prediction!r}")
@@ -405,6 +405,7 @@ class MatrixLinearSDE(torch.nn.Module):
         """``KL(q(x_T | x_0) || N(0, I))`` in nats, ``(batch,)`` (``T = t_max``)."""
         x0 = self._check_x(x0, "x0")
         M, S = self.transition(self._time(self.schedule.t_max))
+        M, S = M.to(x0.dtype), S.to(x0.dtype)
         m = x0 @ M.T
         logdet = 2.0 * torch.log(torch.diagonal(torch.linalg.cholesky(S))).sum()
         return 0.5 * (torch.diagonal(S).sum() + m.pow(2).sum(-1) - self.dim - logdet)
