@@ -218,3 +218,30 @@ def test_bad_arguments():
         BespokeSolver.fit(GM.as_denoiser(FLOW), FLOW, 2, base="rk1")
     with pytest.raises(ValueError, match="outside"):
         BespokeSolver.from_grid(FLOW, 2, base="rk1").timesteps(LinearFlow(t_min=0.1))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the benchmark's quick mode (issue 17, must-show 1): the direction of the claim
+# ---------------------------------------------------------------------------------------------------------------
+def test_benchmark_quick(tmp_path):
+    """``benchmarks/methods/bespoke.py --quick``: at NFE 4 the trained RK1 solver (global objective) ends closer to
+    the ODE endpoint than Euler on the best of the uniform, log-SNR and Karras grids."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "bespoke.md"
+    done = subprocess.run([sys.executable, str(root / "benchmarks/methods/bespoke.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, env={"OMP_NUM_THREADS": "1", **_env()})
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.with_suffix(".json").read_text())["gm2"]
+    bespoke = min(row[0] for row in result["bespoke"]["rk1 global 4"])
+    assert bespoke < result["fixed"]["rk1 4"][0]
+    assert "### The claim" in out.read_text()
+
+
+def _env() -> dict:
+    import os
+
+    return dict(os.environ)
