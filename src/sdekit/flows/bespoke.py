@@ -28,7 +28,7 @@ The transform is valid by construction: ``t`` is the normalised cumulative sum o
 (``softplus``), ``t' = softplus(.) > 0``, ``s = exp(.)`` with ``s_0 = 1`` and ``s'`` free; ``4 m`` numbers for ``m``
 grid intervals (``m = n`` for RK1, ``2 n`` for RK2; the paper counts ``4m - 1``, one increment scale is redundant
 here). The identity transform (uniform ``t``, ``t' = 1``, ``s = 1``, ``s' = 0``) is the plain base solver on a
-uniform grid in flow time, and :meth:`BespokeSolver.from_grid` starts from the plain base solver on any grid.
+uniform grid in flow time, and ``from_grid`` starts from the plain base solver on any grid.
 
 **Loss** (paper, Theorem 2.3 and eq. 23; ``objective="bound"``). Ground-truth paths ``y(t)`` are solved once from
 training noise with an
@@ -47,9 +47,10 @@ Lipschitz constant of ``v`` (the paper takes 1). Adam on the ``4m`` numbers, a f
 (``n`` sequential steps, backpropagated): on mixtures, where a few paths that change mode carry the RMSE, it is the
 better fit (``benchmarks/results/bespoke.md``).
 
-A trained :class:`BespokeSolver` is a :class:`~sdekit.diffusion.Sampler`: ``solver.sample(model, schedule, x_T)``
-(or :func:`sdekit.diffusion.sample` with ``solver=solver, timesteps=solver.timesteps(schedule)``) with any model of
-the same flow-time interval; it saves to ``.safetensors`` + ``.json``.
+A trained :class:`sdekit.flows.BespokeSolver` is a :class:`~sdekit.diffusion.Sampler`:
+``solver.sample(model, schedule, x_T)`` (or :func:`sdekit.diffusion.sample` with ``solver=solver,
+timesteps=solver.timesteps(schedule)``) with any model of the same flow-time interval; it saves to
+``.safetensors`` + ``.json``.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
@@ -215,12 +216,12 @@ def _fine_nodes(tau_start: float, tau_end: float, count: int) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------
 class BespokeSolver(Sampler):
     r"""A bespoke RK1 / RK2 solver: a learned scale-time transform of a flow's ODE for ``steps`` uniform steps in
-    ``r`` (Shaul et al., "Bespoke Solvers for Generative Flow Models", ICLR 2024; the maths in
-    :mod:`sdekit.flows.bespoke`'s module docstring and on the method page).
+    ``r`` (Shaul et al., "Bespoke Solvers for Generative Flow Models", ICLR 2024; the maths
+    is on the method page, "Bespoke solvers for flows").
 
-    Build one with :meth:`fit` (training), :meth:`from_grid` (the plain base solver on a grid: the identity
-    transform for ``"uniform"``) or :meth:`load`. As a :class:`~sdekit.diffusion.Sampler` it runs in
-    :func:`sdekit.diffusion.sample` on its own grid, ``timesteps=solver.timesteps(schedule)`` (:meth:`sample`
+    Build one with ``fit`` (training), ``from_grid`` (the plain base solver on a grid: the identity
+    transform for ``"uniform"``) or ``load``. As a :class:`~sdekit.diffusion.Sampler` it runs in
+    :func:`sdekit.diffusion.sample` on its own grid, ``timesteps=solver.timesteps(schedule)`` (``sample``
     does that), with any model whose schedule has the same flow-time interval ``[tau_end, tau_start]``.
 
     Arguments:
@@ -241,7 +242,7 @@ class BespokeSolver(Sampler):
 
     Attributes:
         order, nfe_per_step: 1 / 1 (RK1) or 2 / 2 (RK2).
-        history: the training loss per iteration (after :meth:`fit`).
+        history: the training loss per iteration (after ``fit``).
         fit_info: what the fit did (iterations, model calls, wall seconds, losses before and after).
     """
 
@@ -389,6 +390,18 @@ class BespokeSolver(Sampler):
         y1 = self._step(field, y, k, vals, 1.0 / self.steps, lambda t: float(t))
         return (y1 * c1 if c1 != 1.0 else y1), state
 
+    @overload
+    def sample(self, model: Callable[..., torch.Tensor], schedule: Schedule, x_T: torch.Tensor, *,
+               prediction: str | Prediction = ..., model_kwargs: dict[str, Any] | None = ...,
+               time_input: Callable[[torch.Tensor], torch.Tensor] | None = ...,
+               return_info: Literal[False] = ...) -> torch.Tensor: ...
+
+    @overload
+    def sample(self, model: Callable[..., torch.Tensor], schedule: Schedule, x_T: torch.Tensor, *,
+               prediction: str | Prediction = ..., model_kwargs: dict[str, Any] | None = ...,
+               time_input: Callable[[torch.Tensor], torch.Tensor] | None = ...,
+               return_info: Literal[True]) -> tuple[torch.Tensor, SampleInfo]: ...
+
     def sample(self, model: Callable[..., torch.Tensor], schedule: Schedule, x_T: torch.Tensor, *,
                prediction: str | Prediction = "velocity", model_kwargs: dict[str, Any] | None = None,
                time_input: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -509,7 +522,8 @@ class BespokeSolver(Sampler):
             init: the starting transform, the plain base solver on this grid (default ``"uniform"``: the
                 identity; ``"logsnr"``, ``"karras"``, a :class:`~sdekit.diffusion.TimeGrid`, ...).
             lipschitz: ``L_v`` in the bound (default 1, the paper's).
-            error, objective: as for :class:`BespokeSolver` (default ``"mean"``, ``"bound"``: the paper's loss).
+            error, objective: as for :class:`sdekit.flows.BespokeSolver` (default ``"mean"``, ``"bound"``: the
+                paper's loss).
             nodes: fine nodes the ground-truth paths are stored at (default 200).
             rtol, atol: the ground-truth solver's tolerances (dopri5; default 1e-7).
             prediction, model_kwargs, time_input: as for :func:`sdekit.diffusion.sample`.
@@ -615,7 +629,7 @@ class BespokeSolver(Sampler):
 
     @classmethod
     def load(cls, path: str | Path) -> BespokeSolver:
-        """Read a solver written by :meth:`save` (``path`` with or without a suffix).
+        """Read a solver written by ``save`` (``path`` with or without a suffix).
 
         Raises:
             FileNotFoundError for a missing file; ValueError for a file that is not a saved BespokeSolver.
