@@ -121,7 +121,7 @@ def test_elbo_of_the_exact_score_is_tight(name):
                generator=torch.Generator().manual_seed(10))
     exact = gm.log_prob(x, schedule.t_min, schedule)
     z = (est.elbo - exact) / est.stderr
-    assert bool((est.stderr < 0.25).all())
+    assert bool((est.stderr < 0.4).all())
     assert z.abs().max().item() <= 4.0, z
 
 
@@ -281,5 +281,5 @@ def test_benchmark_quick_shows_the_claims(tmp_path):
         if key.startswith("Gaussian fit"):
             assert row["exact"] - row["elbo"] > 4 * row["se"], (key, row)
     digits = res["digits"]
-    assert all(math.isfinite(v) and v < math.log2(17) for v in digits["pf"] + digits["elbo"]), digits
+    assert all(math.isfinite(v) and v < math.log2(17) for v in digits["pf_median"] + digits["elbo"]), digits
     assert (tmp_path / "l.md").read_text().startswith("# Likelihoods")
