@@ -267,8 +267,8 @@ def _rl_cov(s: np.ndarray, t: np.ndarray, H: float) -> np.ndarray:
     lo, hi = np.broadcast_to(lo, out.shape), np.broadcast_to(hi, out.shape)
     pos = lo > 0
     l_, h_ = lo[pos], hi[pos]
-    # int_0^l v^a (h - l + v)^a dv = l^(a+1) h^a / (a+1) 2F1(-a, a+1; a+2; l/h)   (v = l x, Euler integral)
-    out[pos] = l_ ** (a + 1) * h_**a / (a + 1) * hyp2f1(-a, a + 1, a + 2, l_ / h_)
+    # int_0^l v^a (h - l + v)^a dv = l^(a+1) h^a / (a+1) 2F1(-a, 1; a+2; l/h)   (Euler's integral)
+    out[pos] = l_ ** (a + 1) * h_**a / (a + 1) * hyp2f1(-a, 1.0, a + 2, l_ / h_)
     return out / gamma_fn(H + 0.5) ** 2
 
 
@@ -277,7 +277,7 @@ def fbm_covariance(s, t, H: float, kind: str = "I") -> torch.Tensor:
 
     Type I (standard fBM): ``(s^(2H) + t^(2H) - |t - s|^(2H)) / 2``. Type II (Riemann–Liouville,
     ``B(t) = int_0^t (t-u)^(H-1/2) dW(u) / Gamma(H+1/2)``): ``s^(H+1/2) t^(H-1/2) / (H+1/2)
-    2F1(1/2 - H, H + 1/2; H + 3/2; s / t) / Gamma(H + 1/2)^2`` for ``s <= t`` (variance
+    2F1(1/2 - H, 1; H + 3/2; s / t) / Gamma(H + 1/2)^2`` for ``s <= t`` (variance
     ``t^(2H) / (2H Gamma(H+1/2)^2)``). Mandelbrot & Van Ness, "Fractional Brownian motions, fractional
     noises and applications", SIAM Review 1968; Lim, "Fractional Brownian motion and multifractional
     Brownian motion of Riemann-Liouville type", J. Phys. A 2001.
