@@ -10,8 +10,8 @@ mathematical finance" (Stochastic Processes and their Applications, 2019).
 
 are mixed into ``Bhat(t) = sum_k omega_k (Y^k(t) - Y^k(0))``. The weights minimise the mean squared error
 ``int_0^T E (B(t) - Bhat(t))^2 dt`` to the fBM ``B`` of Hurst index ``H`` over the horizon ``[0, T]``, so
-they solve the ``K x K`` system ``A omega = b`` (:func:`fbm_weights`; ``alpha = H + 1/2``, ``P`` / ``Q`` the
-regularised lower / upper incomplete gamma functions):
+they solve the ``K x K`` system ``A omega = b`` (:func:`sdekit.timeseries.fbm_weights`; ``alpha = H + 1/2``,
+``P`` / ``Q`` the regularised lower / upper incomplete gamma functions):
 
 * **type II** (Riemann–Liouville, ``B(t) = int_0^t (t - s)^(H - 1/2) dW(s) / Gamma(alpha)``,
   ``Var B(t) = t^(2H) / (2H Gamma(alpha)^2)``; ``Y^k(0) = 0``):
@@ -40,19 +40,20 @@ is differentiable in it.
 
 **Pieces.**
 
-* :class:`MarkovFBM` (a module holding ``H = sigmoid(h)``, learnable or not): weights, the closed-form
-  covariance of ``Bhat``, exact sampling of ``Bhat`` on a grid, and :meth:`MarkovFBM.noise`, a
-  ``bm(ta, tb)`` source (:class:`FractionalNoise`) so every core solver sees fractional increments.
-* :func:`exact_fbm`: exact fBM on a uniform grid (Davies–Harte circulant embedding for type I, Cholesky
-  for type II or on request) and :func:`fbm_covariance`, the exact covariance of either type.
-* :func:`fractional_ou`: fractional Ornstein–Uhlenbeck data ``dX = -theta X dt + sigma dB``.
-* :func:`markov_fou_log_likelihood`: the exact log-likelihood of discretely observed fOU driven by
+* :class:`sdekit.timeseries.MarkovFBM` (a module holding ``H = sigmoid(h)``, learnable or not): weights, the closed-form
+  covariance of ``Bhat``, exact sampling of ``Bhat`` on a grid, and ``MarkovFBM.noise``, a
+  ``bm(ta, tb)`` source (:class:`sdekit.timeseries.FractionalNoise`) so every core solver sees fractional increments.
+* :func:`sdekit.timeseries.exact_fbm`: exact fBM on a uniform grid (Davies–Harte circulant embedding for type I,
+  Cholesky for type II or on request) and :func:`sdekit.timeseries.fbm_covariance`, the exact covariance of either type.
+* :func:`sdekit.timeseries.fractional_ou`: fractional Ornstein–Uhlenbeck data ``dX = -theta X dt + sigma dB``.
+* :func:`sdekit.timeseries.markov_fou_log_likelihood`: the exact log-likelihood of discretely observed fOU driven by
   ``Bhat`` (a Kalman filter on ``(X, Y^1..Y^K)``), differentiable in ``H``, ``theta``, ``sigma``.
-* :class:`FractionalLatentSDE`: the paper's variational model. Prior ``dX = b(t, X) dt + s dBhat``, i.e.
-  on the augmented state ``dX = (b - s sum_k omega_k gamma_k Y^k) dt + s (sum_k omega_k) dW``,
+* :class:`sdekit.timeseries.FractionalLatentSDE`: the paper's variational model. Prior
+  ``dX = b(t, X) dt + s dBhat``, i.e. on the augmented state
+  ``dX = (b - s sum_k omega_k gamma_k Y^k) dt + s (sum_k omega_k) dW``,
   ``dY^k = -gamma_k Y^k dt + dW``; posterior ``dY^k = (-gamma_k Y^k + u) dt + dW`` with one control
   ``u(t, X, Y, context)`` shared by every ``k``, so the path KL is ``1/2 int |u|^2 dt`` (Girsanov), carried
-  by :func:`sdekit.sdeint` with ``logqp=True``. :meth:`FractionalLatentSDE.elbo` gives the ELBO. With
+  by :func:`sdekit.sdeint` with ``logqp=True``. ``FractionalLatentSDE.elbo`` gives the ELBO. With
   ``fbm=None`` the same model is driven by Brownian motion (``gamma = [0]``, ``omega = [1]``), the
   baseline.
 """
@@ -220,12 +221,13 @@ def fbm_weights(H, K: int = 5, *, gamma_max: float = 20.0, T: float = 1.0, kind:
     """Optimal weights ``omega`` of Markov-approximate fBM: the solution of ``A omega = b`` (module docstring).
 
     Daems et al., "Variational Inference for SDEs Driven by Fractional Noise", ICLR 2024, section 3 and
-    appendix (the type-I normalisation is documented in :mod:`sdekit.timeseries.fbm`).
+    appendix (the type-I normalisation is documented in the ``sdekit.timeseries.fbm`` module docstring).
 
     Arguments:
         H: Hurst index in (0, 1): a float or a tensor of any shape (keeps its autograd graph).
         K: number of OU processes (>= 1).
-        gamma_max: largest speed of the geometric grid (:func:`gamma_grid`); ignored when ``gammas`` is given.
+        gamma_max: largest speed of the geometric grid (:func:`sdekit.timeseries.gamma_grid`); ignored when
+            ``gammas`` is given.
         T: the horizon ``[0, T]`` over which the mean squared error is minimised.
         kind: ``"I"`` (Mandelbrot–Van Ness, stationary increments) or ``"II"`` (Riemann–Liouville).
         normalisation: type I only: ``"standard"`` (``Var Bhat(t) ~ t^(2H)``) or ``"paper"`` (the official
@@ -308,7 +310,7 @@ def exact_fbm(n_steps: int, T: float, H: float, batch: int = 1, *, kind: str = "
     ``method="davies-harte"`` (type I only; the ``"auto"`` choice there) embeds the covariance of the
     increments (fractional Gaussian noise) in a circulant matrix and samples by FFT in ``O(n log n)``
     (Davies & Harte, "Tests for Hurst effect", Biometrika 1987; the embedding is non-negative definite for
-    every H, Craigmile 2003). ``method="cholesky"`` factors the covariance of :func:`fbm_covariance`
+    every H, Craigmile 2003). ``method="cholesky"`` factors the covariance of :func:`sdekit.timeseries.fbm_covariance`
     (``O(n^3)``; the ``"auto"`` choice for type II, whose increments are not stationary).
     """
     n_steps = _check_int("n_steps", n_steps)
@@ -350,11 +352,11 @@ def fractional_ou(n_steps: int, T: float, H: float, *, theta: float = 1.0, sigma
     """Fractional Ornstein–Uhlenbeck paths ``dX = -theta X dt + sigma dB``, ``X(0) = x0``, at
     ``t_i = i T / n_steps``: a tensor ``(n_steps + 1, batch)``.
 
-    The fBM ``B`` is exact (:func:`exact_fbm`) on a grid ``substeps`` times finer; between its points ``B``
-    is taken linear, for which ``X(t + h) = e^(-theta h) X(t) + sigma (1 - e^(-theta h)) / (theta h) dB`` is
-    exact (Cheridito, Kawaguchi, Maejima, "Fractional Ornstein-Uhlenbeck processes", EJP 2003, for the
-    process). The only error is that of the piecewise-linear ``B`` inside one fine step, of size about
-    ``theta sigma h^(H + 1/2)`` over the path.
+    The fBM ``B`` is exact (:func:`sdekit.timeseries.exact_fbm`) on a grid ``substeps`` times finer; between its
+    points ``B`` is taken linear, for which
+    ``X(t + h) = e^(-theta h) X(t) + sigma (1 - e^(-theta h)) / (theta h) dB`` is exact (the process: Cheridito,
+    Kawaguchi, Maejima, "Fractional Ornstein-Uhlenbeck processes", EJP 2003). The only error is that of the
+    piecewise-linear ``B`` inside one fine step, of size about ``theta sigma h^(H + 1/2)`` over the path.
     """
     n_steps = _check_int("n_steps", n_steps)
     substeps = _check_int("substeps", substeps)
@@ -399,16 +401,16 @@ class MarkovFBM(nn.Module):
     """Markov-approximate fBM ``Bhat = sum_k omega_k (Y^k - Y^k(0))`` with ``H = sigmoid(h)``.
 
     Daems et al., "Variational Inference for SDEs Driven by Fractional Noise", ICLR 2024 (see
-    :mod:`sdekit.timeseries.fbm` for the formulas and the type-I normalisation).
+    the ``sdekit.timeseries.fbm`` module docstring for the formulas and the type-I normalisation).
 
     Arguments:
         H: initial Hurst index in (0, 1).
         K: number of OU processes (>= 1).
-        gamma_max: the largest speed (the grid of :func:`gamma_grid`).
+        gamma_max: the largest speed (the grid of :func:`sdekit.timeseries.gamma_grid`).
         T: the horizon the weights are optimised over.
         kind: ``"I"`` (Mandelbrot–Van Ness) or ``"II"`` (Riemann–Liouville).
         learn_hurst: make ``h = logit(H)`` a parameter (otherwise a buffer).
-        normalisation: ``"standard"`` or ``"paper"`` (type I; see :func:`fbm_weights`).
+        normalisation: ``"standard"`` or ``"paper"`` (type I; see :func:`sdekit.timeseries.fbm_weights`).
 
     Example:
         >>> fbm = MarkovFBM(0.7, K=5)
@@ -465,7 +467,7 @@ class MarkovFBM(nn.Module):
 
     def exact_variance(self, t) -> torch.Tensor:
         """The variance of the fBM being approximated (``t^(2H)`` for type I with the standard
-        normalisation; see :func:`fbm_weights` for the others)."""
+        normalisation; see :func:`sdekit.timeseries.fbm_weights` for the others)."""
         t = _check_times("t", t)
         H = self.hurst.detach()
         v = t ** (2 * H)
@@ -507,7 +509,8 @@ class MarkovFBM(nn.Module):
 
     def noise(self, ts, shape, *, seed: int | None = None, dtype: torch.dtype | None = None,
               device=None) -> FractionalNoise:
-        """A ``bm(ta, tb)`` source of ``Bhat`` increments on the grid ``ts`` (:class:`FractionalNoise`)."""
+        """A ``bm(ta, tb)`` source of ``Bhat`` increments on the grid ``ts``
+        (:class:`sdekit.timeseries.FractionalNoise`)."""
         return FractionalNoise(self, ts, shape, seed=seed, dtype=dtype, device=device)
 
 
@@ -535,7 +538,7 @@ class FractionalNoise:
     Daems et al., "Variational Inference for SDEs Driven by Fractional Noise", ICLR 2024.
 
     Arguments:
-        fbm: the :class:`MarkovFBM`.
+        fbm: the :class:`sdekit.timeseries.MarkovFBM`.
         ts: increasing grid times (1-D).
         shape: shape of ``Bhat(t)``, e.g. ``(batch, d)``.
         seed: int seed of the draws (``None``: torch's global generator).
@@ -589,7 +592,7 @@ def markov_fou_log_likelihood(x: torch.Tensor, dt: float, fbm: MarkovFBM, theta,
     is exact (matrix exponential, Van Loan's method for the noise covariance) and a Kalman filter gives
     ``log p(x_1..x_n | x_0)``. Differentiable in ``H`` (through ``omega``), ``theta`` and ``sigma``, so a
     maximum-likelihood fit estimates the Hurst index. This is the likelihood the ELBO of
-    :class:`FractionalLatentSDE` bounds for this prior (Daems et al., ICLR 2024).
+    :class:`sdekit.timeseries.FractionalLatentSDE` bounds for this prior (Daems et al., ICLR 2024).
 
     Arguments:
         x: observed paths ``(n + 1, batch)``, ``x[0]`` the known start.
@@ -667,11 +670,11 @@ class FractionalLatentSDE(nn.Module):
 
     Arguments:
         dim: latent dimension ``d``.
-        fbm: a :class:`MarkovFBM` (its ``H`` learnable or fixed), or ``None`` for Brownian noise.
+        fbm: a :class:`sdekit.timeseries.MarkovFBM` (its ``H`` learnable or fixed), or ``None`` for Brownian noise.
         drift: prior drift ``b(t, X) -> (batch, d)``; default a learnable linear ``-theta X`` per dimension.
         control: the posterior control ``u(t, X, Y, context) -> (batch, d)`` as a module taking the
             concatenation ``[t, X, Y, context]`` (width ``1 + d (K + 1) + context_dim``); default an MLP.
-        context_dim: width of the context features returned by the ``context`` callable of :meth:`elbo`.
+        context_dim: width of the context features returned by the ``context`` callable of ``elbo``.
         hidden: width of the default control MLP.
         sigma: initial noise scale ``s`` (learnable, positive, one per dimension).
     """
