@@ -558,7 +558,8 @@ class FractionalNoise:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         Z = fbm._ou_states(self.ts, shape, _generator(seed))
         self.path = torch.einsum("k,nk...->n...", fbm.weights(), Z).to(self.device, self.dtype)
-        self._tol = 1e-9 * float(self.ts[-1] - self.ts[0])
+        # float32 solver times land within rounding of the nodes: snap within 0.1% of the smallest spacing
+        self._tol = 1e-3 * float(self.ts.diff().min())
         self._times = self.ts.tolist()
 
     def _index(self, t: float) -> int:
@@ -567,7 +568,8 @@ class FractionalNoise:
             raise ValueError(
                 f"FractionalNoise was queried at t={t}, off its grid ({self._times[0]}..{self._times[-1]}, "
                 f"{len(self._times)} points): solve with a fixed dt equal to the grid spacing, or build the "
-                "noise on the solver's grid"
+                "noise on the solver's grid (float32 output times whose spacing rounds above dt make the solver "
+                "split a step: pass float64 ts or a dt slightly above the spacing)"
             )
         return i
 
