@@ -9,18 +9,18 @@ is an equation for ``log p``:
 .. math:: \partial_t \log p = -d\,f - f\,x\cdot\nabla\log p
           + \tfrac12 g^2\big(\Delta\log p + |\nabla\log p|^2\big).
 
-A score ``s = grad u`` of a scalar network ``u`` (:class:`PotentialScore`) is the score of *some*
+A score ``s = grad u`` of a scalar network ``u`` (:class:`~sdekit.diffusion.PotentialScore`) is the score of *some*
 family of densities ``e^u / Z_t`` at every ``t``, but only when ``u`` solves this equation is that family
 the law of the forward process, and only then do the probability-flow ODE and the reverse SDE driven by
 ``s`` produce the same distribution. The residual
 
 .. math:: R_u = \partial_t u + d\,f + f\,x\cdot\nabla u - \tfrac12 g^2\big(\Delta u + |\nabla u|^2\big)
 
-(:func:`log_density_residual`) is zero for ``u = log p_t`` and measures how far from it a learned
+(:func:`~sdekit.diffusion.log_density_residual`) is zero for ``u = log p_t`` and measures how far from it a learned
 potential is; the paper bounds ``W2(ODE law, SDE law)`` by it and adds ``w * mean(R^2)`` to denoising
-score matching (:class:`FokkerPlanckLoss`). A score network that is not a gradient has the gradient of
+score matching (:class:`~sdekit.diffusion.FokkerPlanckLoss`). A score network that is not a gradient has the gradient of
 the same equation as its residual (the "score Fokker–Planck equation", Lai et al. 2023, "FP-Diffusion",
-ICML), :func:`score_residual`:
+ICML), :func:`~sdekit.diffusion.score_residual`:
 
 .. math:: R_s = \partial_t s + \nabla_x\Big[f\,x\cdot s - \tfrac12 g^2\big(\nabla\cdot s + |s|^2\big)\Big]
           \qquad (R_s = \nabla_x R_u \text{ when } s = \nabla u).
@@ -28,8 +28,8 @@ ICML), :func:`score_residual`:
 The Laplacian / divergence is exact (``d`` backward passes, small ``d``) or the Hutchinson estimate
 ``v^T (d s / d x) v`` with Rademacher or Gaussian probes (``probes`` of them averaged); the residual is
 linear in it, so the Hutchinson residual is unbiased (its square is not: it is biased up by the probe
-variance). :func:`ode_sde_gap` samples the same model with the probability-flow ODE and with the reverse
-SDE and measures the exact ``W2`` between the two sample sets with POT.
+variance). :func:`~sdekit.diffusion.ode_sde_gap` samples the same model with the probability-flow ODE and
+with the reverse SDE and measures the exact ``W2`` between the two sample sets with POT.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ class PotentialScore(nn.Module):
 
 
 class PotentialMLP(nn.Module):
-    """A small smooth scalar network ``phi(x, t)`` for :class:`PotentialScore`: an MLP with SiLU
+    """A small smooth scalar network ``phi(x, t)`` for :class:`~sdekit.diffusion.PotentialScore`: an MLP with SiLU
     activations (twice differentiable, as the Fokker–Planck residual needs) on ``x`` and Fourier features
     ``sin / cos(pi k t / t_scale)``, ``k = 1..num_freqs``, of the time.
 
@@ -249,11 +249,11 @@ def log_density_residual(potential: Callable[..., torch.Tensor], schedule: Sched
 
     .. math:: R_u = \partial_t u + d\,f + f\,x\cdot\nabla u - \tfrac12 g^2\big(\Delta u + |\nabla u|^2\big),
 
-    zero for ``u = log p_t`` (e.g. :meth:`sdekit.diffusion.GaussianMixture.log_prob`); a ``u`` off by a
+    zero for ``u = log p_t`` (e.g. ``GaussianMixture.log_prob``); a ``u`` off by a
     function of ``t`` alone has the residual ``c'(t)``.
 
     Arguments:
-        potential: ``u(x, t)`` -> ``(batch,)`` with ``t: (batch,)`` (a :class:`PotentialScore`'s
+        potential: ``u(x, t)`` -> ``(batch,)`` with ``t: (batch,)`` (a :class:`~sdekit.diffusion.PotentialScore`'s
             ``potential``, a bound oracle ``log_prob``, ...).
         schedule: the forward process (its ``f`` and ``g^2``).
         x: points ``(batch, *event)``; t: a float, 0-d or ``(batch,)`` time (inside ``(0, t_max]``).
@@ -300,12 +300,13 @@ def score_residual(score: Callable[..., torch.Tensor], schedule: Schedule, x: to
 
     .. math:: R_s = \partial_t s + \nabla_x\Big[f\,x\cdot s - \tfrac12 g^2\big(\nabla\cdot s + |s|^2\big)\Big],
 
-    zero for the true score; for ``s = grad u`` it equals ``grad_x R_u`` (:func:`log_density_residual`).
+    zero for the true score; for ``s = grad u`` it equals ``grad_x R_u``
+    (:func:`~sdekit.diffusion.log_density_residual`).
 
     Arguments:
         score: ``s(x, t)`` -> ``(batch, *event)`` with ``t: (batch,)`` (e.g. a
             :class:`~sdekit.diffusion.Denoiser`'s ``score`` or an oracle's bound ``score``).
-        schedule, x, t, divergence, probes, generator, create_graph: as :func:`log_density_residual`.
+        schedule, x, t, divergence, probes, generator, create_graph: as :func:`~sdekit.diffusion.log_density_residual`.
         normalize: multiply by ``sigma^3 / g^2`` (order one at every time).
 
     Returns:
@@ -343,9 +344,10 @@ class FokkerPlanckLoss:
     .. math:: L = L_\mathrm{DSM} + w\,E_{t, x_t}\big[R(x_t, t)^2\big],
 
     with the residual taken at the same noisy points ``x_t = alpha x_0 + sigma eps`` and times as the DSM
-    term. For a :class:`PotentialScore` model (``form="auto"`` or ``"potential"``) ``R`` is
-    :func:`log_density_residual` of its potential; for any other network (``"score"``) it is
-    :func:`score_residual` of the score its prediction implies, ``R^2`` averaged over the event entries.
+    term. For a :class:`~sdekit.diffusion.PotentialScore` model (``form="auto"`` or ``"potential"``) ``R`` is
+    :func:`~sdekit.diffusion.log_density_residual` of its potential; for any other network (``"score"``) it is
+    :func:`~sdekit.diffusion.score_residual` of the score its prediction implies, ``R^2`` averaged over the
+    event entries.
     The same interface as :class:`~sdekit.diffusion.DenoisingScoreMatching`, so it plugs into
     :class:`sdekit.train.Trainer`.
 
@@ -358,7 +360,7 @@ class FokkerPlanckLoss:
         divergence: ``"exact"``, ``"rademacher"`` or ``"gaussian"`` (Hutchinson; the squared residual is
             then biased up by the probe variance, which ``probes`` reduces).
         probes: Hutchinson probes per point.
-        normalize: scale the residual to order one at every time (see :func:`log_density_residual`;
+        normalize: scale the residual to order one at every time (see :func:`~sdekit.diffusion.log_density_residual`;
             default ``True``).
         spread: if given, half of the residual points are ``alpha x_0 + spread * sigma * eps'`` instead
             (wider than the data at every time, e.g. ``2.0``: the tails that probability-flow trajectories
@@ -459,7 +461,7 @@ class FokkerPlanckLoss:
 # ------------------------------------------------------------------------------------------------
 @dataclass
 class ODESDEGap:
-    """What :func:`ode_sde_gap` measured (exact W2 with POT, over ``repeats`` independent draws).
+    """What :func:`~sdekit.diffusion.ode_sde_gap` measured (exact W2 with POT, over ``repeats`` independent draws).
 
     Attributes:
         w2: mean ``W2(ODE samples, SDE samples)``; w2_std: its standard deviation over the repeats.
@@ -527,7 +529,7 @@ def ode_sde_gap(model: Callable[..., torch.Tensor], schedule: Schedule, n: int =
         dtype, device: of the samples.
 
     Returns:
-        an :class:`ODESDEGap`.
+        an :class:`~sdekit.diffusion.ODESDEGap`.
 
     Needs POT (``pip install 'sdekit[bench]'``).
     """
