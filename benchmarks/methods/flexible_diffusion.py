@@ -68,7 +68,7 @@ def _score_metric(name: str, nelbo: float, d: int) -> float:
 
 
 def run(name: str, flexible: bool, seed: int, steps: int, batch: int, hidden: int, eval_draws: int,
-        n_times: int | None) -> dict[str, Any]:
+        n_times: int | None, forward_lr: float = FORWARD_LR) -> dict[str, Any]:
     torch.manual_seed(seed)
     sample_batch, test = _data(name, seed)
     d = test.shape[1]
@@ -77,7 +77,7 @@ def run(name: str, flexible: bool, seed: int, steps: int, batch: int, hidden: in
     params = list(net.parameters()) + list(sde.parameters())
     groups: list[dict[str, Any]] = [{"params": list(net.parameters()), "lr": 1e-3}]
     if flexible:
-        groups.append({"params": list(sde.parameters()), "lr": FORWARD_LR})
+        groups.append({"params": list(sde.parameters()), "lr": forward_lr})
     opt = torch.optim.Adam(groups)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     gen = torch.Generator().manual_seed(2000 + seed)
@@ -120,6 +120,9 @@ def main() -> None:
     ap.add_argument("--steps-digits", type=int, default=1500)
     ap.add_argument("--eval-draws", type=int, default=20)
     ap.add_argument("--out", type=str, default=None)
+    ap.add_argument("--sets", type=str, default="moons,checkerboard,digits",
+                    help="comma-separated subset of moons, checkerboard, digits")
+    ap.add_argument("--forward-lr", type=float, default=FORWARD_LR, help="Adam step of L and Omega")
     ap.add_argument("--from-log", type=str, default=None,
                     help="write the report from the JSON lines a run printed (no paired standard errors)")
     args = ap.parse_args()
@@ -131,7 +134,7 @@ def main() -> None:
         plan = [p for p in plan if sum(r["set"] == p[0] and r["arm"] == "flexible" for r in rows) > 0]
         seeds = max(r["seed"] for r in rows) + 1
         out = args.out or str(RESULTS / "flexible_diffusion.md")
-        report(rows, plan, seeds, args.eval_draws, float("nan"), False, out)
+        report(rows, plan, seeds, args.eval_draws, float("nan"), False, out, args.forward_lr)
         return
     if args.quick:
         plan = [("moons", 200, 128, 64)]
@@ -139,23 +142,25 @@ def main() -> None:
     else:
         plan = [("moons", args.steps_2d, 256, 128), ("checkerboard", args.steps_2d, 256, 128),
                 ("digits", args.steps_digits, 128, 256)]
+        plan = [p for p in plan if p[0] in args.sets.split(",")]
         seeds, eval_draws = args.seeds, args.eval_draws
     t0 = time.time()
     rows = []
     for name, steps, batch, hidden in plan:
         for seed in range(seeds):
             for flexible in (False, True):
-                r = run(name, flexible, seed, steps, batch, hidden, eval_draws, 4 if name == "digits" else None)
+                r = run(name, flexible, seed, steps, batch, hidden, eval_draws, 4 if name == "digits" else None,
+                        args.forward_lr)
                 r.update(steps=steps, batch=batch, hidden=hidden)
                 rows.append(r)
                 print(json.dumps({k: v for k, v in r.items() if k != "per_point"}), flush=True)
     wall = time.time() - t0
     out = args.out or (None if args.quick else str(RESULTS / "flexible_diffusion.md"))
-    report(rows, plan, seeds, eval_draws, wall, args.quick, out)
+    report(rows, plan, seeds, eval_draws, wall, args.quick, out, args.forward_lr)
 
 
 def report(rows: list[dict[str, Any]], plan: list[tuple[str, int, int, int]], seeds: int, eval_draws: int,
-           wall: float, quick: bool, out: str | None) -> None:
+           wall: float, quick: bool, out: str | None, forward_lr: float = FORWARD_LR) -> None:
     unit = {"moons": "nats/dim", "checkerboard": "nats/dim", "digits": "bits/dim"}
     lines = [
         "# Flexible diffusion vs VP at equal training budget (issue 16, must-show 3)",
@@ -167,7 +172,7 @@ def report(rows: list[dict[str, Any]], plan: list[tuple[str, int, int, int]], se
         "(0.1 to 20), t in [1e-3, 1], trained on the negative ELBO (`MatrixLinearSDE.nelbo`: reverse-SDE bound, "
         "Gaussian decoder at t_min, log-SNR importance sampling of t), the same `MLPDenoiser` eps-network, Adam "
         "(lr 1e-3, cosine decay), gradient clipping 10, equal steps and batch per seed. VP freezes R = I, "
-        f"Omega = 0; flexible learns L (R = L L^T) and Omega (Adam lr {FORWARD_LR} for these). Lower is better. "
+        f"Omega = 0; flexible learns L (R = L L^T) and Omega (Adam lr {forward_lr} for these). Lower is better. "
         "Spread: standard deviation over "
         f"{seeds} seed(s) (a set with fewer finished seeds shows those); each test value averages {eval_draws} "
         "(t, noise) draws per test point.",
@@ -210,7 +215,7 @@ def report(rows: list[dict[str, Any]], plan: list[tuple[str, int, int, int]], se
         "with these small sets, and are not transcribed).",
     ]
     emit(lines, out)
-    if not quick:
+    if not quick and out == str(RESULTS / "flexible_diffusion.md"):
         rows = [{k: v for k, v in r.items() if k != "per_point"} for r in rows]
         (RESULTS / "flexible_diffusion.json").write_text(json.dumps({"rows": rows, "summary": summary,
                                                                      "wall_s": wall}, indent=1))
