@@ -37,6 +37,7 @@ DOCUMENTED = {  # package -> its __init__.py (read with ast, never imported)
     "sdekit.montecarlo": "src/sdekit/montecarlo/__init__.py",
     "sdekit.timeseries": "src/sdekit/timeseries/__init__.py",
     "sdekit.graphs": "src/sdekit/graphs/__init__.py",
+    "sdekit.flows": "src/sdekit/flows/__init__.py",
 }
 
 _INCLUDE = re.compile(r"^<!--\s*include:\s*(\S+)\s*-->\s*$", re.MULTILINE)

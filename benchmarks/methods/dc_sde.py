@@ -199,7 +199,7 @@ def main() -> None:
     if not args.quick and out:
         png = Path(out).with_suffix(".png")
         save_png(ts, test, {name: rs[0]["fake"] for name, rs in results.items()}, png)
-        lines += [f"![marginals]({png.name})", ""]
+        lines += [f"Figure: `benchmarks/results/{png.name}` (shown on the method page).", ""]
     emit(lines, out)
     summary: dict[str, Any] = {
         name: {"w1": [float(np.mean([r["w1"][i] for r in rs])) for i in range(len(REPORT_TIMES))],

@@ -2,8 +2,8 @@
 
 ``import sdekit`` is cheap: the core's names (``sdekit.sdeint``, ``sdekit.BrownianPath``, ...) and the
 subpackages (``sdekit.diffusion``, ``sdekit.data``, ``sdekit.metrics``, ``sdekit.nn``, ``sdekit.train``,
-``sdekit.torchsde``, ``sdekit.editing``, ``sdekit.domains``,
-``sdekit.montecarlo``, ``sdekit.timeseries``, ``sdekit.graphs``) load on first use (PEP 562 module ``__getattr__``).
+``sdekit.torchsde``, ``sdekit.editing``, ``sdekit.domains``, ``sdekit.montecarlo``, ``sdekit.timeseries``,
+``sdekit.graphs``, ``sdekit.flows``) load on first use (PEP 562 module ``__getattr__``).
 """
 
 from __future__ import annotations
@@ -22,10 +22,22 @@ __all__ = [
 ]
 _CORE_NAMES = tuple(name for name in __all__ if name != "__version__")
 _SUBPACKAGES = ("core", "data", "diffusion", "metrics", "nn", "train", "torchsde", "editing", "domains", "montecarlo",
-                "timeseries", "graphs", "cli")
+                "timeseries", "graphs", "flows", "cli")
 
 if TYPE_CHECKING:  # the static view of the lazy names
-    from . import data, diffusion, domains, editing, graphs, metrics, montecarlo, nn, timeseries, train  # noqa: F401
+    from . import (  # noqa: F401
+        data,
+        diffusion,
+        domains,
+        editing,
+        flows,
+        graphs,
+        metrics,
+        montecarlo,
+        nn,
+        timeseries,
+        train,
+    )
     from .core import (  # noqa: F401
         NOISE_TYPES,
         SDE,

@@ -6,8 +6,20 @@ time grids and samplers (see ``docs/architecture.md``).
 time helpers (``as_time``, ...) in the layer's private ``_utils``."""
 
 from .adjoint import AdjointDEIS, AdjointStats, Backprop
+from .fokker_planck import (
+    FokkerPlanckLoss,
+    ODESDEGap,
+    PotentialMLP,
+    PotentialScore,
+    log_density_residual,
+    ode_sde_gap,
+    score_residual,
+)
+from .forward import CLD, MatrixLinearSDE
+from .geometry import annealed_mean_shift, mean_shift, ode_jump, score_deviation, trajectory_convergence
 from .gits import GITS, gits_path
 from .interop import DiffusersModel, from_diffusers
+from .likelihood import ELBOEstimate, LikelihoodInfo, bits_per_dim, dequantize, elbo, log_likelihood
 from .losses import (
     TIME_SAMPLINGS,
     WEIGHTINGS,
@@ -94,8 +106,17 @@ __all__ = [
     "sample", "Sampler", "SamplerContext", "SampleInfo", "DDIM", "EulerMaruyama", "PFODE", "SAMPLERS",
     "get_sampler", "DPMSolverPP", "SDEDPMSolverPP", "DEIS", "IPNDM", "UniPC", "EDMHeun", "PredictorCorrector",
     "SASolver", "ERSDE",
+    # Fokker-Planck residual and the ODE-SDE gap
+    "PotentialScore", "PotentialMLP", "log_density_residual", "score_residual", "FokkerPlanckLoss", "ode_sde_gap",
+    "ODESDEGap",
+    # likelihoods
+    "log_likelihood", "LikelihoodInfo", "elbo", "ELBOEstimate", "bits_per_dim", "dequantize",
     # gradients through sampling
     "AdjointDEIS", "AdjointStats", "Backprop",
+    # trajectory geometry
+    "mean_shift", "annealed_mean_shift", "trajectory_convergence", "ode_jump", "score_deviation",
     # fitted grids, sharded sampling, diffusers models
     "GITS", "gits_path", "sample_sharded", "gather_shards", "Shard", "from_diffusers", "DiffusersModel",
+    # forward processes
+    "MatrixLinearSDE", "CLD",
 ]
