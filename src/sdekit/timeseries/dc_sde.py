@@ -126,6 +126,7 @@ class NeuralSDEGenerator(SDE):
     def _solve(self, ts: torch.Tensor, x0: torch.Tensor, bm: Any) -> torch.Tensor:
         dt = float((ts[1:] - ts[:-1]).max())  # one Euler step per interval of ts
         ys = sdeint(self, x0, ts, method="euler", dt=dt, bm=bm)  # (L, B, d)
+        assert isinstance(ys, torch.Tensor)  # a tensor state gives a tensor path
         return ys.transpose(0, 1)
 
     def sample(self, ts: torch.Tensor, x0: torch.Tensor, *, bm: Any = None) -> torch.Tensor:
@@ -324,4 +325,5 @@ def opinion_dynamics(n: int, *, steps: int = 100, t_end: float = 1.0, theta1: fl
     bm = BrownianGrid(ts, (n, 1), seed=seed + 1, dtype=dtype)
     with torch.no_grad():
         ys = sdeint(sde, x0, ts, method="euler", dt=float((ts[1:] - ts[:-1]).max()), bm=bm)
+    assert isinstance(ys, torch.Tensor)  # a tensor state gives a tensor path
     return ts, ys.transpose(0, 1).contiguous()
