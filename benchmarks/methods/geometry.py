@@ -105,7 +105,7 @@ def memorisation(data: torch.Tensor, n: int, sigma0s: list[float]) -> tuple[floa
 
 
 def profiles(den, x_T: torch.Tensor, solver: str, steps: int, scale: float):
-    x, info = sample(den, den.schedule, x_T, solver=solver, steps=steps, return_trajectory=True)
+    x, info = sample(den, den.schedule, x_T, solver=solver, steps=steps, return_denoised=True)
     s = trajectory_convergence(info.trajectory)
     d = trajectory_convergence(info.denoised, final=x)
     return s / scale, d / scale, info

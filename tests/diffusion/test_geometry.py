@@ -91,7 +91,7 @@ def test_the_denoising_trajectory_converges_faster(solver):
     schedule = EDM()
     for den in (mixture.as_denoiser(schedule), EmpiricalData(_data(40, 2, 7) * 3).as_denoiser(schedule)):
         x_T = 80.0 * _data(500, 2, 8)
-        x, info = sample(den, schedule, x_T, solver=solver, steps=20, return_trajectory=True)
+        x, info = sample(den, schedule, x_T, solver=solver, steps=20, return_denoised=True)
         assert info.denoised is not None and info.trajectory is not None
         k = 7
         assert torch.allclose(info.denoised[k], den(info.trajectory[k], float(info.timesteps[k])), atol=1e-12)
@@ -113,14 +113,17 @@ def test_return_trajectory_keeps_the_result_and_reuses_the_model_calls():
     for solver in ("dpm++3m", "unipc", "heun", "sa-solver", "pc"):
         x1, info1 = sample(den, schedule, x_T, solver=solver, steps=8, return_info=True,
                            generator=torch.Generator().manual_seed(0))
-        x2, info2 = sample(den, schedule, x_T, solver=solver, steps=8, return_trajectory=True,
+        x2, info2 = sample(den, schedule, x_T, solver=solver, steps=8, return_denoised=True,
                            generator=torch.Generator().manual_seed(0))
         assert torch.equal(x1, x2) and info2.nfe == info1.nfe + 1
-        _, info3 = sample(den, schedule, x_T, solver=solver, steps=8, return_trajectory=True, denoise_final=True,
+        _, info3 = sample(den, schedule, x_T, solver=solver, steps=8, return_denoised=True, denoise_final=True,
                           generator=torch.Generator().manual_seed(0))
         assert info3.nfe == info1.nfe + 1
         assert info2.denoised is not None and info2.denoised.shape == (9, 64, 2)
         assert info1.denoised is None
+        _, info4 = sample(den, schedule, x_T, solver=solver, steps=8, return_trajectory=True,
+                          generator=torch.Generator().manual_seed(0))
+        assert info4.nfe == info1.nfe and info4.denoised is None          # states only: no extra call
 
 
 def test_ode_jump_is_a_truncated_run_and_one_call():
@@ -130,7 +133,7 @@ def test_ode_jump_is_a_truncated_run_and_one_call():
     x_T = 80.0 * _data(64, 2, 10)
     x, info = ode_jump(den, schedule, x_T, steps=10, jump_after=4, solver="ddim", return_info=True)
     assert info.nfe == 5
-    _, full = sample(den, schedule, x_T, solver="ddim", steps=10, return_trajectory=True)
+    _, full = sample(den, schedule, x_T, solver="ddim", steps=10, return_denoised=True)
     assert torch.allclose(x, full.denoised[4], atol=1e-12)
     x_all = ode_jump(den, schedule, x_T, steps=10, jump_after=10)
     assert torch.allclose(x_all, sample(den, schedule, x_T, solver="ddim", steps=10, denoise_final=True))

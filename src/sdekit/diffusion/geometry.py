@@ -16,7 +16,7 @@ mean-shift image: sampling with the optimal denoiser is annealed mean shift with
 (:func:`annealed_mean_shift`), and it ends on a training point (memorisation).
 
 **Denoising trajectory.** Beside the sampling trajectory ``x_{t_k}``, the denoiser's outputs
-``D(x_{t_k}, t_k)`` form the denoising trajectory (``sample(..., return_trajectory=True)`` returns both, in
+``D(x_{t_k}, t_k)`` form the denoising trajectory (``sample(..., return_denoised=True)`` returns both, in
 ``info.trajectory`` and ``info.denoised``). It reaches the neighbourhood of the final sample in fewer steps
 (:func:`trajectory_convergence` measures both), which suggests stopping the ODE early and returning the
 denoiser's output ("ODE-jump", :func:`ode_jump`). :func:`score_deviation` measures how far a trained model's
@@ -118,7 +118,7 @@ def trajectory_convergence(trajectory: torch.Tensor, final: torch.Tensor | None 
 
     Arguments:
         trajectory: ``(steps + 1, batch, *event)`` (``info.trajectory`` or ``info.denoised`` of
-            :func:`sdekit.diffusion.sample` with ``return_trajectory=True``).
+            :func:`sdekit.diffusion.sample` with ``return_denoised=True``).
         final: ``(batch, *event)``; default the last entry of ``trajectory``.
 
     Returns:

@@ -112,7 +112,8 @@ def sample(model: Callable[..., torch.Tensor], schedule: Schedule, x_T: torch.Te
            prediction: str | Prediction = ..., denoise_final: bool = ..., generator: torch.Generator | None = ...,
            bm: BrownianSource | None = ..., progress: bool = ..., model_kwargs: dict[str, Any] | None = ...,
            time_input: Callable[[torch.Tensor], torch.Tensor] | None = ..., return_info: Literal[False] = ...,
-           return_trajectory: Literal[False] = ..., adjoint: AdjointStrategy | None = ...) -> torch.Tensor: ...
+           return_trajectory: Literal[False] = ..., adjoint: AdjointStrategy | None = ...,
+           return_denoised: Literal[False] = ...) -> torch.Tensor: ...
 
 
 @overload
@@ -122,7 +123,7 @@ def sample(model: Callable[..., torch.Tensor], schedule: Schedule, x_T: torch.Te
            bm: BrownianSource | None = ..., progress: bool = ..., model_kwargs: dict[str, Any] | None = ...,
            time_input: Callable[[torch.Tensor], torch.Tensor] | None = ..., return_info: Literal[True],
            return_trajectory: bool = ...,
-           adjoint: AdjointStrategy | None = ...) -> tuple[torch.Tensor, SampleInfo]: ...
+           adjoint: AdjointStrategy | None = ..., return_denoised: bool = ...) -> tuple[torch.Tensor, SampleInfo]: ...
 
 
 @overload
@@ -132,7 +133,7 @@ def sample(model: Callable[..., torch.Tensor], schedule: Schedule, x_T: torch.Te
            bm: BrownianSource | None = ..., progress: bool = ..., model_kwargs: dict[str, Any] | None = ...,
            time_input: Callable[[torch.Tensor], torch.Tensor] | None = ..., return_info: bool = ...,
            return_trajectory: Literal[True],
-           adjoint: AdjointStrategy | None = ...) -> tuple[torch.Tensor, SampleInfo]: ...
+           adjoint: AdjointStrategy | None = ..., return_denoised: bool = ...) -> tuple[torch.Tensor, SampleInfo]: ...
 
 
 @overload
@@ -141,7 +142,18 @@ def sample(model: Callable[..., torch.Tensor], schedule: Schedule, x_T: torch.Te
            prediction: str | Prediction = ..., denoise_final: bool = ..., generator: torch.Generator | None = ...,
            bm: BrownianSource | None = ..., progress: bool = ..., model_kwargs: dict[str, Any] | None = ...,
            time_input: Callable[[torch.Tensor], torch.Tensor] | None = ..., return_info: bool = ...,
-           return_trajectory: bool = ..., adjoint: AdjointStrategy | None = ...
+           return_trajectory: bool = ...,
+           adjoint: AdjointStrategy | None = ...,
+           return_denoised: Literal[True]) -> tuple[torch.Tensor, SampleInfo]: ...
+
+
+@overload
+def sample(model: Callable[..., torch.Tensor], schedule: Schedule, x_T: torch.Tensor, *,
+           solver: str | Sampler = ..., steps: int | None = ..., timesteps: TimestepsLike = ...,
+           prediction: str | Prediction = ..., denoise_final: bool = ..., generator: torch.Generator | None = ...,
+           bm: BrownianSource | None = ..., progress: bool = ..., model_kwargs: dict[str, Any] | None = ...,
+           time_input: Callable[[torch.Tensor], torch.Tensor] | None = ..., return_info: bool = ...,
+           return_trajectory: bool = ..., adjoint: AdjointStrategy | None = ..., return_denoised: bool = ...
            ) -> torch.Tensor | tuple[torch.Tensor, SampleInfo]: ...
 
 
@@ -151,7 +163,8 @@ def sample(model: Callable[..., torch.Tensor], schedule: Schedule, x_T: torch.Te
            generator: torch.Generator | None = None, bm: BrownianSource | None = None, progress: bool = False,
            model_kwargs: dict[str, Any] | None = None, time_input: Callable[[torch.Tensor], torch.Tensor] | None = None,
            return_info: bool = False, return_trajectory: bool = False,
-           adjoint: AdjointStrategy | None = None) -> torch.Tensor | tuple[torch.Tensor, SampleInfo]:
+           adjoint: AdjointStrategy | None = None,
+           return_denoised: bool = False) -> torch.Tensor | tuple[torch.Tensor, SampleInfo]:
     r"""Run a sampler from ``x_T`` at the first grid time down to the last one.
 
     Arguments:
@@ -183,16 +196,18 @@ def sample(model: Callable[..., torch.Tensor], schedule: Schedule, x_T: torch.Te
             ``DiscreteVP.timestep``).
         return_info: also return a :class:`~sdekit.diffusion.SampleInfo` (``nfe``, grid, solver and, with
             an :class:`~sdekit.diffusion.AdjointDEIS` strategy, ``adjoint_stats``).
-        return_trajectory: store the states at all grid times in ``info.trajectory`` and the denoising
-            trajectory ``D(x_{t_k}, t_k)`` beside it in ``info.denoised`` (implies ``return_info``; Chen et al.
-            2024, "A geometric perspective on diffusion models"). The denoiser outputs the sampler computed at
-            the grid states are reused; where it made none (the last grid time, unless ``denoise_final``;
-            samplers that evaluate elsewhere) one extra call is made, counted in ``info.nfe``.
+        return_trajectory: store the states at all grid times in ``info.trajectory`` (implies
+            ``return_info``).
         adjoint: how gradients flow through the sampler: ``None`` or :class:`~sdekit.diffusion.Backprop`
             (autograd records every step, memory linear in the steps) or
             :class:`~sdekit.diffusion.AdjointDEIS` (the adjoint equations solved backwards, memory
             independent of the steps; gradients reach ``x_T``, the ``model_kwargs`` tensors that require
             grad and the model's parameters; see :mod:`sdekit.diffusion.adjoint`).
+        return_denoised: also store the denoising trajectory ``D(x_{t_k}, t_k)`` at all grid times in
+            ``info.denoised`` (implies ``return_trajectory``; Chen et al. 2023, "A geometric perspective on
+            diffusion models"). The denoiser outputs the sampler computed at the grid states are reused; where
+            it made none (the last grid time, unless ``denoise_final``; samplers that evaluate elsewhere) one
+            extra call is made, counted in ``info.nfe``.
 
     Returns:
         ``x`` of the shape and dtype of ``x_T``, or ``(x, info)``.
@@ -206,6 +221,7 @@ def sample(model: Callable[..., torch.Tensor], schedule: Schedule, x_T: torch.Te
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a sdekit.diffusion.Schedule, got {type(schedule).__name__}")
     check_tensor("x_T", x_T, min_dim=1, finite=True)
+    return_trajectory = bool(return_trajectory or return_denoised)
     if adjoint is not None:
         from ..adjoint import check_sampling_adjoint  # imported here: the adjoint module imports samplers
 
@@ -218,7 +234,7 @@ def sample(model: Callable[..., torch.Tensor], schedule: Schedule, x_T: torch.Te
     times = resolve_timesteps(timesteps, schedule, steps)
     raw = as_denoiser(model, schedule, prediction, model_kwargs=model_kwargs, time_input=time_input)
     grid = times.tolist()
-    recorder = _Recorder(raw, grid) if return_trajectory else None
+    recorder = _Recorder(raw, grid) if return_denoised else None
     denoiser = _Counted(recorder if recorder is not None else raw)
     noise = _noise_source(bm, generator, times, x_T, sampler.noise_substeps) if sampler.stochastic else None
     ctx = SamplerContext(denoiser=denoiser, schedule=schedule, times=grid, noise=noise)

@@ -85,7 +85,7 @@ class SampleInfo:
             :class:`~sdekit.diffusion.AdjointStats` of the gradient's backward pass (filled in when
             ``backward()`` runs); ``None`` otherwise.
         denoised: ``(steps + 1, *x_T.shape)`` denoising trajectory ``D(x_{t_k}, t_k)`` at the grid states when
-            ``return_trajectory=True`` (the denoiser's estimate of the final sample at each step).
+            ``return_denoised=True`` (the denoiser's estimate of the final sample at each step).
     """
 
     nfe: int
