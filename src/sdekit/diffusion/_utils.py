@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-__all__ = ["as_time", "broadcast_like", "batch_time", "resolve_name"]
+__all__ = ["as_time", "broadcast_like", "batch_time", "resolve_name", "jacobian_trace"]
 
 
 def as_time(t: float | torch.Tensor, name: str = "t") -> torch.Tensor:
@@ -114,3 +114,24 @@ def resolve_name(value: object, table: dict[str, Callable[[], Any]], base: type,
             raise ValueError(f"unknown {what} {value!r}; choose one of {sorted(table)}{alternatives}")
         return table[value]()
     return None
+
+
+def jacobian_trace(field: torch.Tensor, x: torch.Tensor, probes: torch.Tensor | Sequence[torch.Tensor] | None = None, *,
+                   create_graph: bool = False) -> torch.Tensor:
+    """``tr(d field / d x)`` per sample (the divergence), for a ``field`` of the shape of ``x`` computed from ``x``
+    with a graph, samples not interacting. ``probes=None``: exact, one vector-Jacobian product per coordinate;
+    otherwise Hutchinson's ``mean_k e_k^T (d field / d x) e_k`` over the probes ``e_k = probes[k]`` (a tensor
+    ``(K, *x.shape)`` or a sequence of ``x``-shaped tensors), one product per probe. ``create_graph`` keeps the
+    graph of the result (to differentiate it again)."""
+    n = field.shape[0]
+    trace = torch.zeros(n, dtype=field.dtype, device=field.device)
+    if probes is None:
+        flat = field.reshape(n, -1)
+        for i in range(flat.shape[1]):
+            (grad,) = torch.autograd.grad(flat[:, i].sum(), x, retain_graph=True, create_graph=create_graph)
+            trace = trace + grad.reshape(n, -1)[:, i]
+        return trace
+    for e in probes:
+        (grad,) = torch.autograd.grad((field * e).sum(), x, retain_graph=True, create_graph=create_graph)
+        trace = trace + (grad * e).reshape(n, -1).sum(1)
+    return trace / len(probes)

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._utils import batch_time, check_real, check_tensor
+from ._utils import batch_time, check_real, check_tensor, jacobian_trace
 from .losses import DenoisingScoreMatching, TimeSampling, WeightFunction
 from .prediction import Denoiser, Prediction
 from .schedules import Schedule
@@ -196,19 +196,8 @@ def _probe(like: torch.Tensor, law: str, generator: torch.Generator | None) -> t
 def _divergence(field_: torch.Tensor, x: torch.Tensor, divergence: str, probes: int,
                 generator: torch.Generator | None) -> torch.Tensor:
     """``div_x field`` per sample, exact or by Hutchinson; ``field_`` has the shape of ``x`` and a graph."""
-    if divergence == "exact":
-        flat = _flat(field_)
-        total = torch.zeros(x.shape[0], dtype=field_.dtype, device=field_.device)
-        for i in range(flat.shape[1]):
-            (gi,) = torch.autograd.grad(flat[:, i].sum(), x, create_graph=True)
-            total = total + _flat(gi)[:, i]
-        return total
-    est = torch.zeros(x.shape[0], dtype=field_.dtype, device=field_.device)
-    for _ in range(probes):
-        v = _probe(field_, divergence, generator)
-        (jv,) = torch.autograd.grad((field_ * v).sum(), x, create_graph=True)
-        est = est + _flat(jv * v).sum(1)
-    return est / probes
+    vs = None if divergence == "exact" else [_probe(field_, divergence, generator) for _ in range(probes)]
+    return jacobian_trace(field_, x, vs, create_graph=True)
 
 
 def _time_derivative(out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

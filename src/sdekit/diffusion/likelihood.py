@@ -59,7 +59,7 @@ from typing import Any, Literal, overload
 import torch
 
 from ..core.integrate import odeint
-from ._utils import as_time, broadcast_like, check_real, check_tensor
+from ._utils import as_time, broadcast_like, check_real, check_tensor, jacobian_trace
 from .prediction import Denoiser, Prediction, as_denoiser
 from .schedules import Schedule
 
@@ -177,25 +177,6 @@ def _probes(x: torch.Tensor, probes: int, noise: str, generator) -> torch.Tensor
     return (2 * bits - 1).to(x.dtype)
 
 
-def _trace_exact(d: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``tr(dD/dx)`` per sample by one vector-Jacobian product per coordinate (samples must not interact)."""
-    flat = d.reshape(d.shape[0], -1)
-    trace = torch.zeros(d.shape[0], dtype=d.dtype, device=d.device)
-    for i in range(flat.shape[1]):
-        (grad,) = torch.autograd.grad(flat[:, i].sum(), x, retain_graph=True)
-        trace = trace + grad.reshape(grad.shape[0], -1)[:, i]
-    return trace
-
-
-def _trace_hutchinson(d: torch.Tensor, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """``mean_k e_k^T (dD/dx) e_k`` per sample, one vector-Jacobian product per probe."""
-    trace = torch.zeros(d.shape[0], dtype=d.dtype, device=d.device)
-    for k in range(eps.shape[0]):
-        (grad,) = torch.autograd.grad((d * eps[k]).sum(), x, retain_graph=True)
-        trace = trace + (grad * eps[k]).reshape(d.shape[0], -1).sum(1)
-    return trace / eps.shape[0]
-
-
 @overload
 def log_likelihood(model: Callable[..., torch.Tensor], schedule: Schedule, x: torch.Tensor, *,
                    prediction: str | Prediction = ..., model_kwargs: dict[str, Any] | None = ...,
@@ -289,7 +270,7 @@ def log_likelihood(model: Callable[..., torch.Tensor], schedule: Schedule, x: to
         with torch.enable_grad():
             yg = y.detach().requires_grad_(True)
             d = den(yg, t)
-            trace = _trace_exact(d, yg) if eps is None else _trace_hutchinson(d, yg, eps)
+            trace = jacobian_trace(d, yg, eps)
         v = broadcast_like(rate, y) * y + broadcast_like(c_d, y) * d.detach()
         div = dim * rate.to(y.dtype) + c_d.to(y.dtype) * trace.detach()
         return v, div.expand(y.shape[0])
