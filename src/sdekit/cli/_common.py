@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch
 
-__all__ = ["CLIError", "Parser", "save_samples", "positive_int", "nonnegative_int", "positive_float"]
+__all__ = ["CLIError", "Parser", "save_samples", "positive_int", "nonnegative_int", "positive_float",
+           "start_run", "fit_and_report"]
 
 
 class CLIError(ValueError):
@@ -48,6 +52,31 @@ def positive_float(text: str) -> float:
 
 def say(*parts, file=None) -> None:
     print(*parts, file=file or sys.stdout, flush=True)
+
+
+def start_run(trainer: Any, out: Path, resume: bool, is_main: bool, doc: dict) -> None:
+    """Before ``sdekit train`` fits: resume from ``out`` (refusing a run already at its step count) and, on the
+    main process, create ``out`` and write ``doc`` to ``out/config.json`` atomically."""
+    if resume:
+        trainer.load_checkpoint(out)
+        if trainer.step >= trainer.config.steps:
+            raise CLIError(f"{out} is already trained for {trainer.step} steps; pass a larger --steps")
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / ".config.json.tmp"
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        os.replace(tmp, out / "config.json")
+
+
+def fit_and_report(trainer: Any, out: Path, is_main: bool) -> int:
+    """Fit to the configured step count and, on the main process, report the steps, time and recent loss."""
+    start, start_step = time.perf_counter(), trainer.step
+    trainer.fit()
+    if is_main:
+        tail = trainer.loss_history[-min(100, len(trainer.loss_history)):]
+        say(f"trained {trainer.step - start_step} steps in {time.perf_counter() - start:.1f} s "
+            f"(mean loss of the last {len(tail)}: {sum(tail) / len(tail):.4f}); checkpoint: {out}")
+    return 0
 
 
 SAMPLE_SUFFIXES = (".pt", ".safetensors", ".npy", ".png")

@@ -9,8 +9,6 @@ checkpoint has the same format (safetensors + JSON, ``config.json`` beside it); 
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ import torch
 
 from .. import __version__
 from ..train import CheckpointError, TrainConfig, Trainer, load_weights
-from ._common import CLIError, say
+from ._common import CLIError, fit_and_report, say, start_run
 
 __all__ = ["GRAPH_DATA", "GRAPH_SOLVERS", "GRAPH_TRAIN_DEFAULTS", "is_graph_run", "train_graphs", "sample_graph_run"]
 
@@ -82,27 +80,14 @@ def train_graphs(args, stored_run: dict | None, config: TrainConfig, ctx, out: P
     metadata = {"sdekit_version": __version__, "run": run, "model": model.config}
     trainer = Trainer(model, GraphScoreMatching(sde), (X, A, flags), config, out_dir=out, metadata=metadata,
                       context=ctx)
-    if resume:
-        trainer.load_checkpoint(out)
-        if trainer.step >= config.steps:
-            raise CLIError(f"{out} is already trained for {trainer.step} steps; pass a larger --steps")
+    doc = {"sdekit_version": __version__, "run": {k: v for k, v in run.items() if k != "node_counts"},
+           "model": model.config, "train": config.to_dict(), "world_size": ctx.world_size}
+    start_run(trainer, out, resume, ctx.is_main, doc)
     if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        doc = {"sdekit_version": __version__, "run": {k: v for k, v in run.items() if k != "node_counts"},
-               "model": model.config, "train": config.to_dict(), "world_size": ctx.world_size}
-        tmp = out / ".config.json.tmp"
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        os.replace(tmp, out / "config.json")
         n_params = sum(p.numel() for p in model.parameters())
         say(f"sdekit train: GDSS on {data} ({len(train)} graphs, N = {info.max_nodes}), {n_params:,} parameters, "
             f"on {ctx.device}; steps {trainer.step} -> {config.steps}")
-    start, start_step = time.perf_counter(), trainer.step
-    trainer.fit()
-    if ctx.is_main:
-        tail = trainer.loss_history[-min(100, len(trainer.loss_history)):]
-        say(f"trained {trainer.step - start_step} steps in {time.perf_counter() - start:.1f} s "
-            f"(mean loss of the last {len(tail)}: {sum(tail) / len(tail):.4f}); checkpoint: {out}")
-    return 0
+    return fit_and_report(trainer, out, ctx.is_main)
 
 
 def _save_graphs(path: Path, adj: torch.Tensor, flags: torch.Tensor, x: torch.Tensor, title: str) -> None:

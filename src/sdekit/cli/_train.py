@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import time
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
 from ..data import dataset_names, get_dataset, load_dataset
 from ..train import CHECKPOINT_JSON, CheckpointError, TrainConfig, Trainer, init_distributed, load_checkpoint
-from ._common import CLIError, nonnegative_int, parse_number, positive_float, positive_int, say
+from ._common import (
+    CLIError,
+    fit_and_report,
+    nonnegative_int,
+    parse_number,
+    positive_float,
+    positive_int,
+    say,
+    start_run,
+)
 from ._graphs import GRAPH_DATA, GRAPH_TRAIN_DEFAULTS, is_graph_run, train_graphs
 from ._recipes import DTYPES, MODELS, PREDICTIONS_FOR, SCHEDULES, RunSpec, SpecError
 
@@ -167,26 +173,12 @@ def _train(spec: RunSpec, config: TrainConfig, ctx, out: Path, resume: bool) -> 
     loss = spec.build_loss(schedule)
     metadata = {"sdekit_version": __version__, "run": spec.to_dict(), "model": spec.model_config()}
     trainer = Trainer(model, loss, x, config, labels=labels, out_dir=out, metadata=metadata, context=ctx)
-    if resume:
-        trainer.load_checkpoint(out)
-        if trainer.step >= config.steps:
-            raise CLIError(f"{out} is already trained for {trainer.step} steps; pass a larger --steps")
+    doc = {"sdekit_version": __version__, "run": spec.to_dict(), "model": spec.model_config(),
+           "train": config.to_dict(), "world_size": ctx.world_size}
+    start_run(trainer, out, resume, ctx.is_main, doc)
     if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        doc = {"sdekit_version": __version__, "run": spec.to_dict(), "model": spec.model_config(),
-               "train": config.to_dict(), "world_size": ctx.world_size}
-        tmp = out / ".config.json.tmp"
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        os.replace(tmp, out / "config.json")
         n_params = sum(p.numel() for p in model.parameters())
         where = f"{ctx.world_size} processes" if ctx.distributed else str(ctx.device)
         say(f"sdekit train: {spec.describe()}, {n_params:,} parameters, {x.shape[0]} samples, on {where}; "
             f"steps {trainer.step} -> {config.steps}")
-    start = time.perf_counter()
-    start_step = trainer.step
-    trainer.fit()
-    if ctx.is_main:
-        tail = trainer.loss_history[-min(100, len(trainer.loss_history)):]
-        say(f"trained {trainer.step - start_step} steps in {time.perf_counter() - start:.1f} s "
-            f"(mean loss of the last {len(tail)}: {sum(tail) / len(tail):.4f}); checkpoint: {out}")
-    return 0
+    return fit_and_report(trainer, out, ctx.is_main)
