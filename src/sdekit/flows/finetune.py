@@ -61,6 +61,12 @@ def _check_steps(steps: int) -> int:
     return steps
 
 
+def _check_method(method: str) -> str:
+    if method not in ("euler", "midpoint", "rk4"):
+        raise ValueError(f"method must be 'euler', 'midpoint' or 'rk4', got {method!r}")
+    return method
+
+
 def _check_state(name: str, x: torch.Tensor) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
         got = f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
@@ -110,8 +116,7 @@ def flow_decode(model: Callable[..., torch.Tensor], z: torch.Tensor, *, schedule
     schedule = LinearFlow() if schedule is None else schedule
     _check_state("z", z)
     steps = _check_steps(steps)
-    if method not in ("euler", "midpoint", "rk4"):
-        raise ValueError(f"method must be 'euler', 'midpoint' or 'rk4', got {method!r}")
+    _check_method(method)
     ts = torch.linspace(schedule.t_max, schedule.t_min, steps + 1, dtype=torch.float64)
     return odeint(_field(model, model_kwargs), z, ts, method=method, dt=float(ts[0] - ts[1]))[-1]
 
@@ -131,9 +136,7 @@ class ReconstructionMLE:
     def __init__(self, steps: int = 4, *, method: str = "euler", scale: float = 0.1,
                  schedule: Schedule | None = None) -> None:
         self.steps = _check_steps(steps)
-        if method not in ("euler", "midpoint", "rk4"):
-            raise ValueError(f"method must be 'euler', 'midpoint' or 'rk4', got {method!r}")
-        self.method = method
+        self.method = _check_method(method)
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
             raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
         self.scale = float(scale)
